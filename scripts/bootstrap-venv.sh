@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Create .venv with cdsops and its development tools; idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e '.[dev]'
+# bqemulator needs DuckDB's spatial extension; the wheel ships it, DuckDB looks for it here.
+ext=$(.venv/bin/python - <<'PY'
+import importlib.util, pathlib
+spec = importlib.util.find_spec("duckdb_extension_spatial")
+print(next(pathlib.Path(spec.submodule_search_locations[0]).rglob("spatial.duckdb_extension")))
+PY
+)
+ver=$(.venv/bin/python -c 'import duckdb; print(duckdb.__version__)')
+dest="$HOME/.duckdb/extensions/v${ver}/linux_amd64"
+mkdir -p "$dest"
+cmp -s "$ext" "$dest/spatial.duckdb_extension" || cp "$ext" "$dest/spatial.duckdb_extension"
