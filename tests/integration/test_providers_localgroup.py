@@ -1,0 +1,95 @@
+"""Contract test of cdsops_etc against a real, temporary Linux group on this machine.
+
+The group is created with shadow-utils' groupadd, edited by our writer, checked with getent
+(NSS) and gpasswd/groupmems, then removed with groupdel.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins" / "module_utils"))
+import cdsops_etc as etc  # noqa: E402
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create a temporary Linux group"),
+]
+
+
+def _getent_members(name: str) -> list[str]:
+    out = subprocess.run(["getent", "group", name], capture_output=True, text=True, check=True).stdout
+    field = out.strip().split(":")[3]
+    return sorted(m for m in field.split(",") if m)
+
+
+@pytest.fixture()
+def temp_group():
+    name = "cdst" + secrets.token_hex(3)
+    users = [f"{name}u{i}" for i in range(3)]
+    subprocess.run(["groupadd", "--system", name], check=True)
+    for u in users:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", u], check=True)
+    try:
+        yield name, users
+    finally:
+        for u in users:
+            subprocess.run(["userdel", u], check=False)
+        subprocess.run(["groupdel", name], check=False)
+        assert subprocess.run(["getent", "group", name], capture_output=True).returncode == 2
+
+
+def test_set_members_on_a_real_group(temp_group) -> None:
+    name, users = temp_group
+    group_before = Path("/etc/group").read_text()
+    res = etc.set_group_members("/", name, users[:2])
+    assert res == {"changed": True, "before": [], "after": sorted(users[:2])}
+    assert _getent_members(name) == sorted(users[:2])
+    # shadow-utils sees the same thing, in gshadow too
+    gm = subprocess.run(["groupmems", "-g", name, "-l"], capture_output=True, text=True, check=True).stdout.split()
+    assert sorted(gm) == sorted(users[:2])
+    assert subprocess.run(["grpck", "-r"], capture_output=True).returncode in (0, 2)  # 2 = pre-existing warnings only
+    # every other line of /etc/group is untouched
+    others = lambda text: [ln for ln in text.splitlines() if not ln.startswith(name + ":")]  # noqa: E731
+    assert others(Path("/etc/group").read_text()) == others(group_before)
+    # idempotent
+    assert etc.set_group_members("/", name, list(reversed(users[:2])))["changed"] is False
+    # shadow-utils and our writer interleave: gpasswd adds, we converge again
+    subprocess.run(["gpasswd", "-a", users[2], name], check=True, capture_output=True)
+    assert _getent_members(name) == sorted(users)
+    res = etc.set_group_members("/", name, [users[0]])
+    assert res["before"] == sorted(users) and res["after"] == [users[0]]
+    assert _getent_members(name) == [users[0]]
+    assert etc.set_group_members("/", name, [])["after"] == []
+    assert _getent_members(name) == []
+    # no lock files left behind for shadow-utils to trip over
+    assert not Path("/etc/group.lock").exists() and not Path("/etc/gshadow.lock").exists()
+
+
+def test_groupadd_waits_for_our_lock(temp_group) -> None:
+    name, _users = temp_group
+    other = name + "x"
+    with etc.lock("/"):
+        proc = subprocess.Popen(["groupadd", "--system", other], stderr=subprocess.PIPE, text=True)
+        try:
+            proc.wait(timeout=1.0)
+            finished_early = True
+        except subprocess.TimeoutExpired:
+            finished_early = False
+    try:
+        if finished_early:
+            # Some shadow-utils builds give up at once instead of waiting: they must then fail.
+            assert proc.returncode != 0, "groupadd wrote /etc/group while we held the lock"
+        else:
+            assert proc.wait(timeout=30) == 0
+            assert subprocess.run(["getent", "group", other], capture_output=True).returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        subprocess.run(["groupdel", other], check=False, capture_output=True)
