@@ -1,0 +1,262 @@
+"""The roster: one row per person, the only mutable record of cdsops.
+
+Pure functions over frozen dataclasses. :func:`sync` folds a batch of valid
+registrations into a roster and returns the new roster plus what changed; the stores
+(:mod:`cdsops.store`) persist the result atomically.
+
+Rules (issue 6, design step 3):
+- a new canonical identity gets the next student id, exactly once, in order of first
+  valid agreement (ties broken by identity); ids are never reused, never empty;
+- a known identity keeps its id, username and host;
+- expiry is the latest valid agreement + ``access_days``;
+- an *admission* is a stretch of continuous access: an agreement signed at or after
+  the current expiry starts a new one (a re-admission). Admissions are computed from
+  the full set of agreement times, so the result does not depend on the order in
+  which rows arrive.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Iterable, Mapping, Sequence
+
+from .config import Config
+from .registrations import Registration
+
+__all__ = [
+    "Student",
+    "Profile",
+    "Change",
+    "SyncOutcome",
+    "RosterError",
+    "admissions",
+    "build_student",
+    "sync",
+    "status_of",
+]
+
+
+class RosterError(RuntimeError):
+    """The roster cannot be updated as asked; nothing was changed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Student:
+    student_id: int
+    identity: str
+    username: str
+    host: str
+    agreements: tuple[datetime, ...]  # sorted, unique, aware UTC
+    first_registered_at: datetime
+    last_registered_at: datetime
+    expires_at: datetime
+    admission: int  # 1 for the first admission, 2 after the first re-admission, ...
+    admitted_at: datetime  # start of the current admission
+
+    def is_active(self, now: datetime) -> bool:
+        return now < self.expires_at
+
+    def to_dict(self, now: datetime | None = None) -> dict:
+        out = {
+            "student_id": self.student_id,
+            "username": self.username,
+            "identity": self.identity,
+            "host": self.host,
+            "expires_at": iso(self.expires_at),
+            "first_registered_at": iso(self.first_registered_at),
+            "last_registered_at": iso(self.last_registered_at),
+            "admission": self.admission,
+            "admitted_at": iso(self.admitted_at),
+        }
+        if now is not None:
+            out["status"] = status_of(self, now)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """Contact details, kept only in the management store."""
+
+    identity: str
+    email: str
+    full_name: str
+    city: str
+    country: str
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One change to the roster, recorded as one JSON line (never an email or a name)."""
+
+    kind: str  # student.added | student.renewed | student.readmitted
+    student_id: int
+    username: str
+    before: Mapping | None
+    after: Mapping | None
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": self.kind,
+            "student_id": self.student_id,
+            "username": self.username,
+            "before": dict(self.before) if self.before is not None else None,
+            "after": dict(self.after) if self.after is not None else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SyncOutcome:
+    students: tuple[Student, ...]  # the whole new roster, sorted by id
+    added: tuple[Student, ...]
+    renewed: tuple[Student, ...]  # known students whose expiry moved (re-admissions included)
+    unchanged: int  # roster students neither added nor renewed
+    changed_agreements: tuple[Student, ...]  # known students with new agreement times (superset of renewed)
+    profiles: tuple[Profile, ...]  # the newest contact details seen in this batch, one per identity
+    changes: tuple[Change, ...]
+    latest_submission: datetime | None = field(default=None)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {"added": len(self.added), "renewed": len(self.renewed), "unchanged": self.unchanged}
+
+
+def iso(dt: datetime | None) -> str | None:
+    if dt is None:
+        return None
+    return dt.isoformat().replace("+00:00", "Z")
+
+
+def status_of(student: Student, now: datetime) -> str:
+    return "active" if student.is_active(now) else "expired"
+
+
+def admissions(agreements: Sequence[datetime], access_days: int) -> tuple[int, datetime, datetime]:
+    """Return (admission number, start of current admission, expiry) for sorted times."""
+    if not agreements:
+        raise RosterError("a student needs at least one agreement")
+    span = timedelta(days=access_days)
+    admission = 0
+    admitted_at = agreements[0]
+    expires = None
+    for t in agreements:
+        if expires is None or t >= expires:
+            admission += 1
+            admitted_at = t
+        expires = t + span
+    assert expires is not None
+    return admission, admitted_at, expires
+
+
+def build_student(student_id: int, identity: str, username: str, host: str, agreements: Iterable[datetime], access_days: int) -> Student:
+    times = tuple(sorted(set(agreements)))
+    admission, admitted_at, expires = admissions(times, access_days)
+    return Student(
+        student_id=student_id,
+        identity=identity,
+        username=username,
+        host=host,
+        agreements=times,
+        first_registered_at=times[0],
+        last_registered_at=times[-1],
+        expires_at=expires,
+        admission=admission,
+        admitted_at=admitted_at,
+    )
+
+
+def _summary(s: Student) -> dict:
+    return {"expires_at": iso(s.expires_at), "admission": s.admission, "host": s.host}
+
+
+def sync(roster: Sequence[Student], registrations: Iterable[Registration], config: Config) -> SyncOutcome:
+    """Fold valid registrations into the roster. Pure and deterministic."""
+    by_identity: dict[str, Student] = {}
+    used_ids: set[int] = set()
+    used_names: set[str] = set()
+    for s in roster:
+        if s.identity in by_identity:
+            raise RosterError(f"roster is corrupt: identity of student {s.student_id} appears twice")
+        if s.student_id in used_ids or s.username in used_names:
+            raise RosterError(f"roster is corrupt: student id {s.student_id} or username {s.username} appears twice")
+        by_identity[s.identity] = s
+        used_ids.add(s.student_id)
+        used_names.add(s.username)
+
+    times: dict[str, set[datetime]] = {}
+    newest: dict[str, Registration] = {}
+    latest: datetime | None = None
+    for r in registrations:
+        times.setdefault(r.identity, set()).add(r.submitted_at)
+        cur = newest.get(r.identity)
+        if cur is None or (r.submitted_at, r.row) >= (cur.submitted_at, cur.row):
+            newest[r.identity] = r
+        if latest is None or r.submitted_at > latest:
+            latest = r.submitted_at
+
+    new_identities = sorted((min(ts), ident) for ident, ts in times.items() if ident not in by_identity)
+    next_id = max(used_ids, default=0) + 1
+    load = Counter(s.host for s in roster)
+    hosts = config.compute_hosts
+
+    added: list[Student] = []
+    changes: list[Change] = []
+    for _, ident in new_identities:
+        sid = next_id
+        next_id += 1
+        if sid > config.max_student_id:
+            raise RosterError(
+                f"student id {sid} does not fit username_width={config.username_width}; nothing was changed"
+            )
+        username = config.username(sid)
+        if username in used_names:
+            raise RosterError(f"username {username} is already taken in the roster; nothing was changed")
+        host = min(hosts, key=lambda h: (load[h], hosts.index(h)))
+        load[host] += 1
+        st = build_student(sid, ident, username, host, times[ident], config.access_days)
+        added.append(st)
+        used_names.add(username)
+        changes.append(Change("student.added", sid, username, None, _summary(st)))
+
+    renewed: list[Student] = []
+    changed_agreements: list[Student] = []
+    result: dict[int, Student] = {s.student_id: s for s in roster}
+    for ident, ts in times.items():
+        old = by_identity.get(ident)
+        if old is None:
+            continue
+        merged = set(old.agreements) | ts
+        if len(merged) == len(old.agreements):
+            continue
+        st = build_student(old.student_id, ident, old.username, old.host, merged, config.access_days)
+        result[st.student_id] = st
+        changed_agreements.append(st)
+        if st.expires_at != old.expires_at:
+            renewed.append(st)
+            kind = "student.readmitted" if st.admission > old.admission else "student.renewed"
+            changes.append(Change(kind, st.student_id, st.username, _summary(old), _summary(st)))
+    for st in added:
+        result[st.student_id] = st
+
+    profiles = tuple(
+        Profile(r.identity, r.email, r.full_name, r.city, r.country, r.submitted_at)
+        for r in sorted(newest.values(), key=lambda r: r.identity)
+    )
+    students = tuple(sorted(result.values(), key=lambda s: s.student_id))
+    changes.sort(key=lambda c: (c.student_id, c.kind))
+    return SyncOutcome(
+        students=students,
+        added=tuple(added),
+        renewed=tuple(sorted(renewed, key=lambda s: s.student_id)),
+        unchanged=len(students) - len(added) - len(renewed),
+        changed_agreements=tuple(sorted(changed_agreements, key=lambda s: s.student_id)),
+        profiles=profiles,
+        changes=tuple(changes),
+        latest_submission=latest,
+    )
+
+
+def with_host(student: Student, host: str) -> Student:
+    return replace(student, host=host)
