@@ -1,0 +1,27 @@
+"""cdsops-gate: the sign-in gate on the compute host (issue 3).
+
+A small WSGI service on loopback that nginx consults through ``auth_request``:
+
+- ``/_cdsops/login`` starts an OpenID Connect code flow (state, nonce and PKCE) with the
+  configured issuer (Google in production);
+- ``/_cdsops/callback`` requires ``email_verified``, canonicalizes the address exactly as
+  the roster does (:func:`cdsops.identity.canonicalize`), hashes it with the deployment's
+  key (:func:`cdsops.identity.identity_hash`) and looks the hash up in the sign-in map;
+  a known, ready student gets a signed, expiring session cookie; everyone else gets a
+  page that says why (not registered, expired, being prepared, unverified);
+- ``/_cdsops/auth`` is nginx's subrequest: 200 with ``X-Cdsops-Username`` for a valid
+  session of a student still in the map, 401 otherwise.
+
+No email address is stored or logged: the audit lines carry the username or the hash.
+This package imports only the standard library, Flask, Authlib and
+:mod:`cdsops.identity`, so it runs on the compute host from Debian packages.
+"""
+
+from __future__ import annotations
+
+__all__ = ["USERNAME_HEADER", "SESSION_COOKIE", "LOGIN_COOKIE", "PREFIX"]
+
+PREFIX = "/_cdsops"
+USERNAME_HEADER = "X-Cdsops-Username"
+SESSION_COOKIE = "cdsops_session"
+LOGIN_COOKIE = "cdsops_login"
