@@ -1,0 +1,554 @@
+"""Google providers: the data-access Google Group (Admin SDK Directory API) and the roles the
+group holds (Cloud Resource Manager IAM policy, BigQuery dataset access).
+
+Only the official ``google-api-python-client`` is used, with the discovery documents it ships
+(``static_discovery=True``). Production credentials come from a service-account key file
+(Directory API calls impersonate a Workspace admin through domain-wide delegation, the
+``subject``); when an emulator endpoint is configured (``CDSOPS_GOOGLE_EMULATOR`` or
+``emulator=``) the clients use anonymous credentials and that endpoint alone.
+
+Batch requests: the client's ``new_batch_http_request()`` always posts to the discovery
+document's ``rootUrl`` + ``batchPath`` (``https://admin.googleapis.com/batch``), ignoring
+``api_endpoint``; so we build ``BatchHttpRequest`` with an explicit ``batch_uri`` on the
+configured endpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+from cdsops.identity import InvalidEmail, canonicalize
+from cdsops.providers.base import (
+    AccessChange,
+    AccessReport,
+    LimitExceeded,
+    ProviderError,
+    QuotaExceeded,
+    SyncReport,
+    VerificationFailed,
+)
+from cdsops.providers.retry import QUOTA, RETRY, Backoff, classify, error_reason
+
+__all__ = [
+    "EMULATOR_ENV",
+    "SCOPES",
+    "GoogleService",
+    "build_service",
+    "GoogleGroupProvider",
+    "GoogleAccessProvider",
+    "POLICY_MAX_PRINCIPALS",
+    "POLICY_MAX_GROUPS",
+    "BATCH_MAX_CALLS",
+]
+
+log = logging.getLogger("cdsops.providers.google")
+
+EMULATOR_ENV = "CDSOPS_GOOGLE_EMULATOR"
+# Least-privilege OAuth scopes per API.
+SCOPES = {
+    # https://developers.google.com/admin-sdk/directory/v1/guides/authorizing
+    "directory": ("https://www.googleapis.com/auth/admin.directory.group.member",),
+    # https://cloud.google.com/resource-manager/reference/rest/v3/projects/setIamPolicy (Authorization scopes)
+    "crm": ("https://www.googleapis.com/auth/cloud-platform",),
+    # https://cloud.google.com/bigquery/docs/reference/rest/v2/datasets/patch (Authorization scopes)
+    "bigquery": ("https://www.googleapis.com/auth/bigquery",),
+}
+_APIS = {
+    "directory": ("admin", "directory_v1", "", "batch"),
+    "crm": ("cloudresourcemanager", "v3", "", "batch"),
+    "bigquery": ("bigquery", "v2", "bigquery/v2/", "batch/bigquery/v2"),
+}
+# https://cloud.google.com/iam/docs/policies#limits
+POLICY_MAX_PRINCIPALS = 1500
+POLICY_MAX_GROUPS = 250
+# https://developers.google.com/admin-sdk/directory/v1/guides/batch
+BATCH_MAX_CALLS = 1000
+# https://developers.google.com/admin-sdk/directory/reference/rest/v1/members/list
+MEMBERS_PAGE_MAX = 200
+# https://cloud.google.com/bigquery/docs/reference/rest/v2/datasets#Dataset.FIELDS.access
+_BQ_LEGACY = {"roles/bigquery.dataOwner": "OWNER", "roles/bigquery.dataEditor": "WRITER", "roles/bigquery.dataViewer": "READER"}
+
+
+@dataclass
+class GoogleService:
+    """A discovery client plus where its batch requests go."""
+
+    api: str
+    resource: Any
+    batch_uri: str
+
+    def new_batch(self, callback: Callable | None = None):
+        from googleapiclient.http import BatchHttpRequest
+
+        return BatchHttpRequest(callback=callback, batch_uri=self.batch_uri)
+
+
+def build_service(
+    api: str,
+    *,
+    emulator: str | None = None,
+    credentials_file: str | None = None,
+    subject: str | None = None,
+    credentials: Any = None,
+    timeout: float = 60.0,
+) -> GoogleService:
+    """Build the client for ``api`` (``directory``, ``crm`` or ``bigquery``).
+
+    With ``emulator`` (or ``$CDSOPS_GOOGLE_EMULATOR``): anonymous credentials, that endpoint.
+    Otherwise ``credentials`` or the service-account key ``credentials_file`` (or Application
+    Default Credentials), scoped to :data:`SCOPES`; ``subject`` is the Workspace admin the
+    service account impersonates (domain-wide delegation, required for ``directory``).
+    """
+    import google.auth
+    import google.auth.credentials
+    import google_auth_httplib2
+    import httplib2
+    from googleapiclient.discovery import build
+
+    if api not in _APIS:
+        raise ValueError(f"unknown Google API {api!r}; expected one of {', '.join(_APIS)}")
+    name, version, service_path, batch_path = _APIS[api]
+    emulator = emulator if emulator is not None else os.environ.get(EMULATOR_ENV) or None
+    options: dict[str, Any] = {}
+    if emulator:
+        if not emulator.startswith(("http://127.", "http://localhost", "http://[::1]", "https://")):
+            raise ValueError(f"{EMULATOR_ENV} must be an http://127.x.x.x:PORT (loopback) or https URL, got {emulator!r}")
+        root = emulator.rstrip("/") + "/"
+        creds = google.auth.credentials.AnonymousCredentials()
+        options["api_endpoint"] = root + service_path
+        batch_uri = root + batch_path
+    else:
+        if credentials is not None:
+            creds = credentials
+        elif credentials_file:
+            from google.oauth2 import service_account
+
+            try:
+                creds = service_account.Credentials.from_service_account_file(credentials_file, scopes=list(SCOPES[api]))
+            except (OSError, ValueError) as exc:
+                raise ProviderError(f"cannot load the service-account key {credentials_file}: {exc}") from exc
+        else:
+            creds, _project = google.auth.default(scopes=list(SCOPES[api]))
+        if subject:
+            if not hasattr(creds, "with_subject"):
+                raise ProviderError("domain-wide delegation (subject) needs service-account credentials")
+            creds = creds.with_subject(subject)
+        elif api == "directory":
+            log.warning("directory API without a delegated subject: the service account must be a group manager itself")
+        batch_uri = "https://" + {"directory": "admin", "crm": "cloudresourcemanager", "bigquery": "bigquery"}[api] + ".googleapis.com/" + batch_path
+    http = google_auth_httplib2.AuthorizedHttp(creds, http=httplib2.Http(timeout=timeout))
+    resource = build(name, version, http=http, static_discovery=True, cache_discovery=False, client_options=options or None)
+    return GoogleService(api, resource, batch_uri)
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    import httplib2
+
+    return (ConnectionError, socket.timeout, TimeoutError, httplib2.HttpLib2Error)
+
+
+class _Caller:
+    """Executes single requests with the retry policy and counts API calls."""
+
+    def __init__(self, backoff: Backoff | None):
+        self.backoff = backoff or Backoff()
+        self.api_calls = 0
+        self.http_requests = 0
+
+    def execute(self, request: Any, what: str, conflict_ok: Sequence[int] = ()) -> Any:
+        from googleapiclient.errors import HttpError
+
+        attempt = 0
+        while True:
+            self.api_calls += 1
+            self.http_requests += 1
+            try:
+                return request.execute(num_retries=0)
+            except HttpError as exc:
+                status = exc.resp.status
+                if status in conflict_ok:
+                    raise
+                kind = classify(status, exc.content)
+                reason = error_reason(exc.content)
+                if kind == QUOTA:
+                    raise QuotaExceeded(f"{what}: Google API quota exceeded ({reason}); stopped cleanly, the next run resumes") from None
+                if kind != RETRY:
+                    raise ProviderError(f"{what} failed: HTTP {status} {reason}".rstrip()) from None
+                err = f"HTTP {status} {reason}".rstrip()
+            except _transport_errors() as exc:
+                err = f"transport error {type(exc).__name__}"
+            attempt += 1
+            if attempt >= self.backoff.max_attempts:
+                raise ProviderError(f"{what} failed after {attempt} attempts (last: {err})")
+            log.info("retrying %s after %s (attempt %d)", what, err, attempt)
+            self.backoff.wait(attempt - 1)
+
+
+# --------------------------------------------------------------------------- group membership
+
+
+class GoogleGroupProvider:
+    """Members of one Google Group, synced by differences in batches.
+
+    Only plain members (``role == MEMBER``, ``type == USER``) are managed; owners, managers,
+    nested groups and customer entries are counted as ``unmanaged`` and never touched.
+    """
+
+    def __init__(
+        self,
+        group: str,
+        service: GoogleService,
+        *,
+        backoff: Backoff | None = None,
+        batch_size: int = BATCH_MAX_CALLS,
+        page_size: int = MEMBERS_PAGE_MAX,
+    ):
+        try:
+            self.group = canonicalize(group)
+        except InvalidEmail as exc:
+            raise ValueError(f"group address is invalid: {exc}") from None
+        if not 1 <= batch_size <= BATCH_MAX_CALLS:
+            raise ValueError(f"batch_size must be between 1 and {BATCH_MAX_CALLS} (the documented batch limit)")
+        if not 1 <= page_size <= MEMBERS_PAGE_MAX:
+            raise ValueError(f"page_size must be between 1 and {MEMBERS_PAGE_MAX} (members.list maxResults)")
+        self.service = service
+        self.backoff = backoff or Backoff()
+        self.batch_size = batch_size
+        self.page_size = page_size
+
+    # -- reading
+    def _list(self, caller: _Caller) -> tuple[dict[str, str], int]:
+        members = self.service.resource.members()
+        managed: dict[str, str] = {}
+        unmanaged = 0
+        token = None
+        while True:
+            req = members.list(groupKey=self.group, maxResults=self.page_size, pageToken=token)
+            page = caller.execute(req, "members.list")
+            for m in page.get("members", []):
+                email = m.get("email") or ""
+                if m.get("role", "MEMBER") != "MEMBER" or m.get("type", "USER") != "USER":
+                    unmanaged += 1
+                    continue
+                try:
+                    managed[canonicalize(email)] = email
+                except InvalidEmail:
+                    unmanaged += 1
+            token = page.get("nextPageToken")
+            if not token:
+                return managed, unmanaged
+
+    def list_members(self) -> list[str]:
+        managed, _ = self._list(_Caller(self.backoff))
+        return sorted(managed)
+
+    # -- writing
+    def sync(self, desired: Iterable[str], dry_run: bool = False) -> SyncReport:
+        want = set()
+        for d in desired:
+            try:
+                want.add(canonicalize(d))
+            except InvalidEmail as exc:
+                raise ProviderError(f"a desired member of {self.group} is not a valid address: {exc}") from None
+        caller = _Caller(self.backoff)
+        current, unmanaged = self._list(caller)
+        to_add = sorted(want - current.keys())
+        to_remove = sorted(current.keys() - want)
+        unchanged = len(want & current.keys())
+
+        def report(added: Iterable[str], removed: Iterable[str]) -> SyncReport:
+            return SyncReport(
+                group=self.group, added=tuple(sorted(added)), removed=tuple(sorted(removed)), unchanged=unchanged,
+                api_calls=caller.api_calls, http_requests=caller.http_requests, dry_run=dry_run, unmanaged=unmanaged,
+            )
+
+        if dry_run or not (to_add or to_remove):
+            return report(to_add if dry_run else (), to_remove if dry_run else ())
+        ops = [("insert", ident, None) for ident in to_add] + [("delete", ident, current[ident]) for ident in to_remove]
+        added: set[str] = set()
+        removed: set[str] = set()
+        self._run(ops, caller, added, removed, report)
+        return report(added, removed)
+
+    def _request(self, op: tuple[str, str, str | None]) -> Any:
+        members = self.service.resource.members()
+        kind, ident, key = op
+        if kind == "insert":
+            return members.insert(groupKey=self.group, body={"email": ident, "role": "MEMBER"})
+        return members.delete(groupKey=self.group, memberKey=key)
+
+    def _run(self, ops, caller: _Caller, added: set, removed: set, report) -> None:
+        from googleapiclient.errors import HttpError
+
+        pending = list(ops)
+        attempt = 0
+        while pending:
+            retry: list = []
+            fatal: list[str] = []
+            quota = ""
+            for start in range(0, len(pending), self.batch_size):
+                chunk = pending[start : start + self.batch_size]
+                results: dict[str, Any] = {}
+
+                def cb(request_id: str, _response: Any, exception: Exception | None) -> None:
+                    results[request_id] = exception
+
+                batch = self.service.new_batch(callback=cb)
+                for i, op in enumerate(chunk):
+                    batch.add(self._request(op), request_id=str(i))
+                caller.api_calls += len(chunk)
+                caller.http_requests += 1
+                try:
+                    batch.execute()
+                except HttpError as exc:  # the whole batch was refused
+                    kind = classify(exc.resp.status, exc.content)
+                    if kind == QUOTA:
+                        quota = error_reason(exc.content)
+                        break
+                    if kind == RETRY:
+                        retry.extend(chunk)
+                        continue
+                    raise ProviderError(f"members batch failed: HTTP {exc.resp.status} {error_reason(exc.content)}", report(added, removed)) from None
+                except _transport_errors():
+                    retry.extend(chunk)
+                    continue
+                for i, op in enumerate(chunk):
+                    exc = results.get(str(i), RuntimeError("no answer in batch response"))
+                    kind_op, ident, _key = op
+                    if exc is None:
+                        (added if kind_op == "insert" else removed).add(ident)
+                        continue
+                    status = getattr(getattr(exc, "resp", None), "status", 0)
+                    content = getattr(exc, "content", b"")
+                    if kind_op == "insert" and status == 409:  # "Member already exists": success
+                        added.add(ident)
+                        continue
+                    if kind_op == "delete" and status == 404:  # already gone: success
+                        removed.add(ident)
+                        continue
+                    kind = classify(status, content) if status else RETRY
+                    if kind == QUOTA:
+                        quota = error_reason(content)
+                    elif kind == RETRY:
+                        retry.append(op)
+                    else:
+                        fatal.append(f"members.{kind_op}: HTTP {status} {error_reason(content)}")
+                if quota:
+                    break
+            if quota:
+                raise QuotaExceeded(
+                    f"group {self.group}: Google API quota exceeded ({quota}) after {len(added)} additions and "
+                    f"{len(removed)} removals; stopped cleanly, the next run resumes",
+                    report(added, removed),
+                )
+            if fatal:
+                reasons = sorted(set(fatal))
+                raise ProviderError(f"group {self.group}: {len(fatal)} member changes failed: {'; '.join(reasons[:3])}", report(added, removed))
+            if retry:
+                attempt += 1
+                if attempt >= self.backoff.max_attempts:
+                    raise ProviderError(
+                        f"group {self.group}: {len(retry)} member changes still failing after {attempt} attempts; the next run resumes",
+                        report(added, removed),
+                    )
+                log.info("group sync: retrying %d calls (attempt %d)", len(retry), attempt)
+                self.backoff.wait(attempt - 1)
+            pending = retry
+
+
+# --------------------------------------------------------------------------- access grants
+
+
+def _group_principal(group: str) -> str:
+    g = group.strip()
+    if ":" in g:
+        kind, _, g = g.partition(":")
+        if kind != "group":
+            raise ValueError(f"only group: principals may be granted access, not {kind}:")
+    try:
+        return "group:" + canonicalize(g)
+    except InvalidEmail as exc:
+        raise ValueError(f"group address is invalid: {exc}") from None
+
+
+def _bq_role(role: str) -> str:
+    return _BQ_LEGACY.get(role, role)
+
+
+@dataclass
+class _Plan:
+    resource: str
+    base: dict[str, Any]  # what we read (policy or dataset)
+    new: dict[str, Any] | None  # what we will write (None = nothing to do)
+    before: tuple[str, ...]
+    after: tuple[str, ...]
+
+
+class GoogleAccessProvider:
+    """Bind ``project_roles`` on ``project`` and ``dataset_roles`` on each BigQuery dataset to the group.
+
+    Read-modify-write with the etag (IAM policy version 3); conflicts (409 ABORTED for IAM,
+    412 for BigQuery) re-read and retry; every write is verified by reading back. Bindings of
+    other principals and roles are never changed; only ``group:`` principals are bound. The
+    documented allow-policy limits are checked on the policy we are about to write, for every
+    resource, before the first write.
+    """
+
+    def __init__(
+        self,
+        group: str,
+        project: str,
+        *,
+        project_roles: Sequence[str] = (),
+        datasets: Sequence[str] = (),
+        dataset_roles: Sequence[str] = ("roles/bigquery.dataViewer",),
+        crm: GoogleService | None = None,
+        bigquery: GoogleService | None = None,
+        backoff: Backoff | None = None,
+        max_conflicts: int = 5,
+    ):
+        self.principal = _group_principal(group)
+        self.group = self.principal.split(":", 1)[1]
+        if not project or not isinstance(project, str):
+            raise ValueError("project id is required")
+        self.project = project
+        for r in project_roles:
+            if not isinstance(r, str) or not r.startswith(("roles/", "projects/", "organizations/")):
+                raise ValueError(f"project role {r!r} must be an IAM role name like roles/bigquery.dataViewer")
+        for r in dataset_roles:
+            if not isinstance(r, str) or not (r.startswith("roles/") or r in ("READER", "WRITER", "OWNER")):
+                raise ValueError(f"dataset role {r!r} must be an IAM role or READER/WRITER/OWNER")
+        if project_roles and crm is None:
+            raise ValueError("project_roles need a Cloud Resource Manager client (crm)")
+        if datasets and bigquery is None:
+            raise ValueError("datasets need a BigQuery client (bigquery)")
+        self.project_roles = tuple(sorted(set(project_roles)))
+        self.datasets = tuple(sorted(set(datasets)))
+        self.dataset_roles = tuple(sorted({_bq_role(r) for r in dataset_roles}))
+        self.crm, self.bigquery = crm, bigquery
+        self.backoff = backoff or Backoff()
+        self.max_conflicts = max_conflicts
+
+    # -- project IAM policy
+    def _project_roles_of(self, policy: dict[str, Any]) -> tuple[str, ...]:
+        return tuple(sorted({b["role"] for b in policy.get("bindings", []) if not b.get("condition") and self.principal in b.get("members", [])}))
+
+    def _plan_project(self, caller: _Caller) -> _Plan:
+        name = f"projects/{self.project}"
+        req = self.crm.resource.projects().getIamPolicy(resource=name, body={"options": {"requestedPolicyVersion": 3}})
+        policy = caller.execute(req, "getIamPolicy")
+        before = self._project_roles_of(policy)
+        missing = [r for r in self.project_roles if r not in before]
+        if not missing:
+            return _Plan(name, policy, None, before, before)
+        import copy
+
+        new = copy.deepcopy(policy)
+        bindings = new.setdefault("bindings", [])
+        for role in missing:
+            for b in bindings:
+                if b.get("role") == role and not b.get("condition"):
+                    b.setdefault("members", []).append(self.principal)
+                    break
+            else:
+                bindings.append({"role": role, "members": [self.principal]})
+        new["version"] = 3  # we requested version 3: conditions we read are written back intact
+        self._check_limits(name, new)
+        return _Plan(name, policy, new, before, tuple(sorted(set(before) | set(missing))))
+
+    @staticmethod
+    def _check_limits(resource: str, policy: dict[str, Any]) -> None:
+        principals = {m for b in policy.get("bindings", []) for m in b.get("members", [])}
+        groups = {m for m in principals if m.startswith("group:")}
+        if len(principals) > POLICY_MAX_PRINCIPALS:
+            raise LimitExceeded(
+                f"{resource}: the allow policy would hold {len(principals)} principals, more than the documented "
+                f"limit of {POLICY_MAX_PRINCIPALS}; nothing was changed (remove unused principals first)"
+            )
+        if len(groups) > POLICY_MAX_GROUPS:
+            raise LimitExceeded(
+                f"{resource}: the allow policy would hold {len(groups)} Google groups, more than the documented "
+                f"limit of {POLICY_MAX_GROUPS}; nothing was changed"
+            )
+
+    def _write_project(self, plan: _Plan, caller: _Caller) -> None:
+        body = {"policy": plan.new}
+        caller.execute(self.crm.resource.projects().setIamPolicy(resource=plan.resource, body=body), "setIamPolicy", conflict_ok=(409, 412))
+
+    # -- BigQuery dataset access
+    def _dataset_roles_of(self, ds: dict[str, Any]) -> tuple[str, ...]:
+        return tuple(sorted({_bq_role(a.get("role", "")) for a in ds.get("access", []) if (a.get("groupByEmail") or "").lower() == self.group and not a.get("condition")}))
+
+    def _plan_dataset(self, dataset: str, caller: _Caller) -> _Plan:
+        name = f"datasets/{self.project}/{dataset}"
+        req = self.bigquery.resource.datasets().get(projectId=self.project, datasetId=dataset)
+        ds = caller.execute(req, "datasets.get")
+        before = self._dataset_roles_of(ds)
+        missing = [r for r in self.dataset_roles if r not in before]
+        if not missing:
+            return _Plan(name, ds, None, before, before)
+        access = list(ds.get("access", [])) + [{"role": r, "groupByEmail": self.group} for r in missing]
+        principals = {tuple(sorted((k, str(v)) for k, v in a.items() if k != "role")) for a in access}
+        if len(principals) > 2500:
+            # https://cloud.google.com/bigquery/quotas#dataset_limits : 2,500 authorized resources per dataset ACL
+            raise LimitExceeded(f"{name}: the dataset access list would exceed 2,500 entries; nothing was changed")
+        return _Plan(name, ds, {"access": access}, before, tuple(sorted(set(before) | set(missing))))
+
+    def _write_dataset(self, plan: _Plan, caller: _Caller) -> None:
+        dataset = plan.resource.rsplit("/", 1)[1]
+        req = self.bigquery.resource.datasets().patch(projectId=self.project, datasetId=dataset, body=plan.new)
+        req.headers["If-Match"] = plan.base["etag"]
+        caller.execute(req, "datasets.patch", conflict_ok=(409, 412))
+
+    # -- the whole thing
+    def _plan(self, resource: str, caller: _Caller) -> _Plan:
+        if resource.startswith("projects/"):
+            return self._plan_project(caller)
+        return self._plan_dataset(resource.rsplit("/", 1)[1], caller)
+
+    def resources(self) -> list[str]:
+        out = [f"projects/{self.project}"] if self.project_roles else []
+        return out + [f"datasets/{self.project}/{d}" for d in self.datasets]
+
+    def ensure(self, dry_run: bool = False) -> AccessReport:
+        from googleapiclient.errors import HttpError
+
+        caller = _Caller(self.backoff)
+        # Read and check everything first: a limit problem anywhere stops the run before any write.
+        plans = [self._plan(r, caller) for r in self.resources()]
+        if dry_run:
+            return AccessReport(tuple(AccessChange(p.resource, p.before, p.after) for p in plans), caller.api_calls, 0, True)
+        conflicts = 0
+        changes = []
+        for plan in plans:
+            tries = 0
+            while plan.new is not None:
+                try:
+                    if plan.resource.startswith("projects/"):
+                        self._write_project(plan, caller)
+                    else:
+                        self._write_dataset(plan, caller)
+                    break
+                except HttpError as exc:  # 409 ABORTED (IAM) / 412 (BigQuery): someone wrote in between
+                    conflicts += 1
+                    tries += 1
+                    if tries > self.max_conflicts:
+                        raise ProviderError(f"{plan.resource}: still conflicting after {tries} read-modify-write attempts (HTTP {exc.resp.status})") from None
+                    log.info("%s changed under us (HTTP %s); re-reading", plan.resource, exc.resp.status)
+                    self.backoff.wait(tries - 1)
+                    before = plan.before
+                    plan = self._plan(plan.resource, caller)
+                    plan.before = before
+            changes.append(AccessChange(plan.resource, plan.before, plan.after))
+        # Verify by reading back.
+        for ch in changes:
+            if not ch.changed:
+                continue
+            check = self._plan(ch.resource, caller)
+            if check.new is not None:
+                raise VerificationFailed(f"{ch.resource}: after writing, the group still lacks {sorted(set(ch.after) - set(check.before))}")
+        return AccessReport(tuple(changes), caller.api_calls, conflicts, False)
