@@ -62,6 +62,7 @@ APT
   : >"$root/etc/machine-id"
   echo cdsops-base >"$root/etc/hostname"
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/var/log/*.log
+  touch -d @0 "$root/var/lib/apt/lists"   # no lists: never "fresh" for cache_valid_time
   tar -C "$root" --numeric-owner -cf "$TARBALL.tmp" .
   mv "$TARBALL.tmp" "$TARBALL"
   rm -rf --one-file-system "$root"

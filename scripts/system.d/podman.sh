@@ -33,4 +33,4 @@ if [[ ! -f $conf ]] || [[ "$(cat "$conf")" != "$want" ]]; then
   echo "podman.sh: wrote $conf (runc, nofile ${nofile})"
 fi
 # Shared apt cache for scenario containers (see molecule/shared/create.yml).
-install -d -m 0755 /var/cache/cdsops/apt-archives/partial
+install -d -m 0755 /var/cache/cdsops/apt-archives
