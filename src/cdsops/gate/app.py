@@ -37,6 +37,25 @@ _PAGE_HEADERS = {
 _GOOGLE_ISSUERS = ("https://accounts.google.com", "accounts.google.com")
 
 
+def _backport_single_key_lookup() -> None:
+    """Authlib >= 1.3 takes the only key of a JWKS for an ID token without ``kid``; Debian 12's
+    Authlib 1.2 refuses it. Give 1.2 the same rule (Google always sends ``kid``, so this only
+    matters for issuers with one unnamed key, like the test issuer)."""
+    from authlib.jose.rfc7517.key_set import KeySet
+
+    original = KeySet.find_by_kid
+    if getattr(original, "_cdsops_backport", False):
+        return
+
+    def find_by_kid(self, kid, *args, **kwargs):
+        if kid is None and len(self.keys) == 1:
+            return self.keys[0]
+        return original(self, kid, *args, **kwargs)
+
+    find_by_kid._cdsops_backport = True  # type: ignore[attr-defined]
+    KeySet.find_by_kid = find_by_kid
+
+
 def safe_return_path(value: str | None) -> str:
     """Where to send the browser after sign-in: a local path only (no open redirect)."""
     if value and len(value) <= 2048 and _SAFE_PATH_RE.match(value) and not value.startswith(PREFIX + "/"):
@@ -91,6 +110,8 @@ def create_app(cfg: GateConfig, *, audit: AuditLog | None = None,
                clock: Callable[[], float] = time.time) -> GateApp:
     """Build the gate; reads the three secrets now so a bad deployment fails at start."""
     from authlib.integrations.flask_client import OAuth
+
+    _backport_single_key_lookup()
 
     client_secret = read_secret(cfg.client_secret_file, "OAuth client secret").decode("utf-8")
     cookie_master = read_secret(cfg.cookie_key_file, "cookie key", min_length=32)
@@ -161,6 +182,10 @@ def create_app(cfg: GateConfig, *, audit: AuditLog | None = None,
                 raise ValueError("the issuer returned no ID token")
         except Exception as exc:  # noqa: BLE001 - every failure is one audited "error" page
             reason = getattr(exc, "error", None) or type(exc).__name__
+            if os.environ.get("CDSOPS_GATE_DEBUG") == "1":  # tracebacks may quote tokens: never in production
+                import traceback
+
+                traceback.print_exc(file=sys.stderr)
             audit.signin("error", reason=f"oidc: {reason}")
             session.clear()
             return page("error")
