@@ -1,0 +1,201 @@
+"""The emulator answers like the documented Google APIs, through the official client."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import pytest
+from googleapiclient.errors import HttpError
+
+from cdsops.emulator import Emulator, Fault
+from cdsops.providers.google import build_service
+from cdsops.providers.retry import error_reason
+
+pytestmark = pytest.mark.integration
+G = "data@example.org"
+
+
+@pytest.fixture()
+def emu():
+    with Emulator() as e:
+        e.create_group(G)
+        e.create_project("proj", [{"role": "roles/owner", "members": ["user:admin@example.org"]}])
+        e.create_dataset("proj", "mimic", [{"role": "roles/bigquery.dataOwner", "userByEmail": "admin@example.org"}])
+        yield e
+
+
+def _err(exc: HttpError) -> tuple[int, str]:
+    return exc.resp.status, error_reason(exc.content)
+
+
+def test_members_insert_list_delete_and_documented_errors(emu: Emulator) -> None:
+    m = build_service("directory", emulator=emu.url).resource.members()
+    made = m.insert(groupKey=G, body={"email": "First.Last@gmail.com", "role": "MEMBER"}).execute()
+    assert made["kind"] == "admin#directory#member" and made["email"] == "first.last@gmail.com" and made["role"] == "MEMBER"
+    with pytest.raises(HttpError) as dup:  # same mailbox, other spelling
+        m.insert(groupKey=G, body={"email": "firstlast+x@googlemail.com"}).execute()
+    assert _err(dup.value) == (409, "duplicate") and "Member already exists" in str(dup.value)
+    m.delete(groupKey=G, memberKey="first.last@gmail.com").execute()
+    with pytest.raises(HttpError) as gone:
+        m.delete(groupKey=G, memberKey="first.last@gmail.com").execute()
+    assert _err(gone.value) == (404, "notFound")
+    with pytest.raises(HttpError) as nog:
+        m.list(groupKey="nosuch@example.org").execute()
+    assert _err(nog.value) == (404, "notFound")
+
+
+def test_members_list_pages_of_at_most_200(emu: Emulator) -> None:
+    emu.create_group("big@example.org", [f"u{i:04d}@example.org" for i in range(450)])
+    m = build_service("directory", emulator=emu.url).resource.members()
+    seen, pages, token = [], 0, None
+    while True:
+        page = m.list(groupKey="big@example.org", maxResults=200, pageToken=token).execute()
+        pages += 1
+        seen += [x["email"] for x in page["members"]]
+        token = page.get("nextPageToken")
+        if not token:
+            break
+    assert pages == 3 and len(seen) == 450 == len(set(seen))
+    with pytest.raises(HttpError) as too_big:
+        m.list(groupKey="big@example.org", maxResults=201).execute()
+    assert _err(too_big.value) == (400, "invalid")
+    assert m.list(groupKey=G).execute().get("members") is None  # empty group: no members key
+
+
+def test_batch_endpoint_serves_the_client_and_counts_each_call(emu: Emulator) -> None:
+    svc = build_service("directory", emulator=emu.url)
+    got = {}
+    batch = svc.new_batch(callback=lambda rid, resp, exc: got.__setitem__(rid, exc or resp))
+    for i in range(5):
+        batch.add(svc.resource.members().insert(groupKey=G, body={"email": f"b{i}@example.org"}), request_id=str(i))
+    batch.add(svc.resource.members().insert(groupKey=G, body={"email": "b0@example.org"}), request_id="dup")
+    batch.execute()
+    assert emu.http_requests == 1 and emu.calls("directory.members.insert") == 6
+    assert all(got[str(i)]["email"] == f"b{i}@example.org" for i in range(5))
+    assert isinstance(got["dup"], HttpError) and got["dup"].resp.status == 409
+    # the official client's own batch URI points at Google, not at api_endpoint
+    assert svc.resource.new_batch_http_request()._batch_uri == "https://admin.googleapis.com/batch"
+
+
+def test_batch_of_more_than_1000_calls_is_refused(emu: Emulator) -> None:
+    boundary = "b"
+    part = "--b\r\nContent-Type: application/http\r\nContent-ID: <x+{i}>\r\n\r\nDELETE /admin/directory/v1/groups/data@example.org/members/x{i}@example.org HTTP/1.1\r\n\r\n\r\n"
+    body = "".join(part.format(i=i) for i in range(1001)) + "--b--\r\n"
+    req = urllib.request.Request(emu.url + "/batch", data=body.encode(), method="POST",
+                                 headers={"Content-Type": f"multipart/mixed; boundary={boundary}"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=10)
+    assert err.value.code == 400 and "1000" in json.loads(err.value.read())["error"]["message"]
+    assert emu.calls("directory") == 0
+
+
+def test_iam_policy_etag_conflict_and_limits(emu: Emulator) -> None:
+    p = build_service("crm", emulator=emu.url).resource.projects()
+    pol = p.getIamPolicy(resource="projects/proj", body={"options": {"requestedPolicyVersion": 3}}).execute()
+    assert pol["etag"] and pol["bindings"][0]["role"] == "roles/owner"
+    pol["bindings"].append({"role": "roles/viewer", "members": ["group:a@example.org"]})
+    new = p.setIamPolicy(resource="projects/proj", body={"policy": pol}).execute()
+    assert new["etag"] != pol["etag"]
+    with pytest.raises(HttpError) as stale:  # reusing the old etag
+        p.setIamPolicy(resource="projects/proj", body={"policy": pol}).execute()
+    assert stale.value.resp.status == 409 and "concurrent policy changes" in str(stale.value)
+    too_many = {"bindings": [{"role": "roles/viewer", "members": [f"user:u{i}@example.org" for i in range(1501)]}], "etag": new["etag"]}
+    with pytest.raises(HttpError) as big:
+        p.setIamPolicy(resource="projects/proj", body={"policy": too_many}).execute()
+    assert big.value.resp.status == 400 and "1,500" in str(big.value) or "1500" in str(big.value)
+    groups = {"bindings": [{"role": "roles/viewer", "members": [f"group:g{i}@example.org" for i in range(251)]}], "etag": new["etag"]}
+    with pytest.raises(HttpError) as many_groups:
+        p.setIamPolicy(resource="projects/proj", body={"policy": groups}).execute()
+    assert many_groups.value.resp.status == 400 and "groups" in str(many_groups.value)
+    cond = {"bindings": [{"role": "roles/viewer", "members": ["group:a@example.org"], "condition": {"expression": "true", "title": "t"}}],
+            "etag": new["etag"], "version": 1}
+    with pytest.raises(HttpError) as v1:
+        p.setIamPolicy(resource="projects/proj", body={"policy": cond}).execute()
+    assert v1.value.resp.status == 400 and "version 3" in str(v1.value)
+
+
+def test_bigquery_dataset_access_with_if_match(emu: Emulator) -> None:
+    d = build_service("bigquery", emulator=emu.url).resource.datasets()
+    ds = d.get(projectId="proj", datasetId="mimic").execute()
+    assert ds["access"] == [{"role": "OWNER", "userByEmail": "admin@example.org"}]  # legacy role names
+    req = d.patch(projectId="proj", datasetId="mimic", body={"access": ds["access"] + [{"role": "roles/bigquery.dataViewer", "groupByEmail": G}]})
+    req.headers["If-Match"] = ds["etag"]
+    new = req.execute()
+    assert {"role": "READER", "groupByEmail": G} in new["access"] and new["etag"] != ds["etag"]
+    stale = d.patch(projectId="proj", datasetId="mimic", body={"access": []})
+    stale.headers["If-Match"] = ds["etag"]
+    with pytest.raises(HttpError) as err:
+        stale.execute()
+    assert err.value.resp.status == 412
+    with pytest.raises(HttpError) as nf:
+        d.get(projectId="proj", datasetId="nosuch").execute()
+    assert _err(nf.value) == (404, "notFound")
+
+
+@pytest.mark.parametrize(
+    "kind,status,reason",
+    [("500", 500, "backendError"), ("503", 503, "backendError"), ("429", 429, "rateLimitExceeded"),
+     ("rateLimitExceeded", 403, "rateLimitExceeded"), ("quotaExceeded", 403, "quotaExceeded")],
+)
+def test_faults_answer_like_google(emu: Emulator, kind: str, status: int, reason: str) -> None:
+    m = build_service("directory", emulator=emu.url).resource.members()
+    emu.add_fault(Fault(kind, match="directory.members.list", times=1))
+    with pytest.raises(HttpError) as err:
+        m.list(groupKey=G).execute()
+    assert _err(err.value) == (status, reason)
+    m.list(groupKey=G).execute()  # the fault fired once only
+
+
+def test_fault_skip_latency_and_match_prefix(emu: Emulator) -> None:
+    import time
+
+    m = build_service("directory", emulator=emu.url).resource.members()
+    emu.add_fault({"kind": "503", "match": "directory", "skip": 1, "times": 1})
+    m.list(groupKey=G).execute()
+    with pytest.raises(HttpError):
+        m.list(groupKey=G).execute()
+    emu.add_fault({"kind": "latency", "match": "directory.members.list", "seconds": 0.3})
+    t0 = time.monotonic()
+    m.list(groupKey=G).execute()
+    assert time.monotonic() - t0 >= 0.3
+    with pytest.raises(ValueError, match="unknown fault kind"):
+        emu.add_fault({"kind": "teapot"})
+    with pytest.raises(ValueError, match="needs target"):
+        emu.add_fault({"kind": "concurrent_writer"})
+
+
+def test_control_endpoint_over_http(emu: Emulator) -> None:
+    def call(method: str, path: str, data=None):
+        req = urllib.request.Request(emu.url + path, method=method, data=None if data is None else json.dumps(data).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
+
+    assert call("POST", "/_emulator/faults", [{"kind": "429", "match": "crm"}, {"kind": "latency", "seconds": 0.01}]) == {"faults": 2}
+    call("POST", "/_emulator/groups", {"group": "g2@example.org", "members": ["member1@example.org"]})
+    state = call("GET", "/_emulator/state")
+    assert state["groups"]["g2@example.org"] == 1 and len(state["faults"]) == 2
+    assert "member1@example.org" not in json.dumps(state)  # counts only, no addresses
+    call("DELETE", "/_emulator/faults")
+    with pytest.raises(urllib.error.HTTPError) as bad:
+        call("POST", "/_emulator/faults", {"kind": "nope"})
+    assert bad.value.code == 400
+
+
+def test_command_line_runs_and_stops() -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "cdsops.emulator", "--port", "0", "--group", G, "--fault", "503:directory:1"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        url = json.loads(proc.stdout.readline())["emulator"]
+        m = build_service("directory", emulator=url).resource.members()
+        with pytest.raises(HttpError):
+            m.list(groupKey=G).execute()
+        assert m.list(groupKey=G).execute()["kind"] == "admin#directory#members"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
