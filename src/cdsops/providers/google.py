@@ -219,6 +219,7 @@ class GoogleGroupProvider:
         self.backoff = backoff or Backoff()
         self.batch_size = batch_size
         self.page_size = page_size
+        self._members_resource: Any = None
 
     # -- reading
     def _list(self, caller: _Caller) -> tuple[dict[str, str], int]:
@@ -275,7 +276,10 @@ class GoogleGroupProvider:
         return report(added, removed)
 
     def _request(self, op: tuple[str, str, str | None]) -> Any:
-        members = self.service.resource.members()
+        # Building the resource object costs milliseconds (discovery parsing): build it once.
+        members = self._members_resource
+        if members is None:
+            members = self._members_resource = self.service.resource.members()
         kind, ident, key = op
         if kind == "insert":
             return members.insert(groupKey=self.group, body={"email": ident, "role": "MEMBER"})
