@@ -101,3 +101,20 @@ def test_watcher_under_concurrent_reads_never_fails(tmp_path):
         t.join()
     assert failures == []
     assert w.reloads >= 1
+
+
+def test_background_reload_keeps_answering_from_the_previous_map(tmp_path):
+    import time
+
+    path = tmp_path / "map.json"
+    write(path, doc([entry(A, "s000001")]))
+    w = MapWatcher(str(path), background=True, background_min_bytes=1)
+    assert set(w.get().active) == {A}  # first load: at once
+    write(path, doc([entry(B, "s000002")] + [entry(f"{i:064x}", f"u{i}") for i in range(5000)]))
+    first = w.get()  # answered at once, from whichever map is current
+    assert A in first.active or B in first.active
+    deadline = time.monotonic() + 10
+    while B not in w.get().active:
+        assert time.monotonic() < deadline, "background reload never finished"
+        time.sleep(0.01)
+    assert A not in w.get().active and w.reloads == 2
