@@ -1,0 +1,103 @@
+"""The signin_gate role follows the project's role conventions, and its templates render."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jinja2
+import pytest
+import yaml
+
+from cdsops.gate.config import config_from_mapping
+
+ROLE = Path(__file__).resolve().parents[2] / "roles/signin_gate"
+
+
+def load(rel):
+    return yaml.safe_load((ROLE / rel).read_text())
+
+
+def test_argument_specs_equal_defaults():
+    defaults = load("defaults/main.yml")
+    options = load("meta/argument_specs.yml")["argument_specs"]["main"]["options"]
+    assert set(options) == set(defaults)
+    for name, spec in options.items():
+        assert name.startswith("signin_gate_")
+        assert spec["default"] == defaults[name], name
+        assert spec.get("description"), name
+    for secret in ("signin_gate_client_secret", "signin_gate_cookie_key", "signin_gate_hash_key"):
+        assert options[secret].get("no_log") is True
+
+
+def test_main_only_dispatches_with_tags_and_toggles():
+    main = load("tasks/main.yml")
+    for task in main:
+        assert set(task) <= {"name", "ansible.builtin.import_tasks", "when", "tags"}, task
+        concern = task["ansible.builtin.import_tasks"].removesuffix(".yml")
+        if concern != "validate":
+            assert task["when"] == f"signin_gate_{concern}_enabled | bool"
+            assert f"signin_gate_{concern}" in task["tags"]
+            assert f"signin_gate_{concern}_enabled" in load("defaults/main.yml")
+
+
+@pytest.mark.parametrize("path", sorted(p.relative_to(ROLE).as_posix() for p in (ROLE / "tasks").glob("*.yml"))
+                         + ["handlers/main.yml"])
+def test_tasks_are_named_fqcn_and_modes_quoted(path):
+    text = (ROLE / path).read_text()
+    for task in load(path):
+        assert task.get("name"), (path, task)
+        modules = [k for k in task if "." in k]
+        assert modules and all(m.startswith("ansible.") for m in modules), (path, task)
+        for args in (task[m] for m in modules):
+            if isinstance(args, dict) and "mode" in args:
+                assert isinstance(args["mode"], str) and args["mode"].startswith("0")
+    assert "mode: 0" not in text  # quoted in the source, not just parsed as strings
+
+
+def render(name, **extra):
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(ROLE / "templates")), undefined=jinja2.StrictUndefined)
+    env.filters["to_nice_json"] = lambda v, indent=4: json.dumps(v, indent=indent, sort_keys=True)
+    env.filters["bool"] = bool
+    variables = dict(load("defaults/main.yml"))
+    variables.update(load("vars/main.yml"))
+    variables.update(signin_gate_client_id="id", signin_gate_public_url="https://ide.example.org",
+                     signin_gate_registration_url="https://forms.example.org/r", ansible_managed="managed",
+                     role_path=str(ROLE))
+    variables.update(extra)
+    # second pass for the vars that refer to other vars
+    for _ in range(2):
+        variables = {k: (env.from_string(v).render(**variables) if isinstance(v, str) and "{{" in v else v)
+                     for k, v in variables.items()}
+    return env.get_template(name).render(**variables)
+
+
+def test_gate_json_renders_to_a_valid_gate_configuration():
+    cfg = config_from_mapping(json.loads(render("gate.json.j2")))
+    assert cfg.listen == "127.0.0.1:9180" and cfg.map_file == "/etc/cdsops/signin-map.json"
+    assert cfg.client_secret_file == "/etc/cdsops/gate-client-secret" and cfg.cookie_secure is True
+    assert cfg.hash_key_file == "/etc/cdsops/signin.key"
+
+
+def test_snippets_keep_the_contract():
+    server = render("cdsops-gate-server.conf.j2")
+    protect = render("cdsops-gate-protect.conf.j2")
+    assert "location = /_cdsops/auth" in server and "internal;" in server
+    assert "location @cdsops_gate_login" in server and "proxy_pass http://127.0.0.1:9180" in server
+    assert "auth_request /_cdsops/auth;" in protect
+    assert "proxy_set_header X-RStudio-Username $cdsops_gate_username;" in protect
+    assert "error_page 401 = @cdsops_gate_login;" in protect
+
+
+def test_unit_runs_the_gate_unprivileged_and_sandboxed():
+    unit = render("cdsops-gate.service.j2")
+    assert "User=cdsops-gate" in unit and "ExecStart=/usr/bin/python3 -m cdsops.gate --config /etc/cdsops/gate.json" in unit
+    assert "ProtectSystem=strict" in unit and "NoNewPrivileges=yes" in unit
+    assert "ProtectSystem" not in render("cdsops-gate.service.j2", signin_gate_systemd_hardening=False)
+
+
+def test_code_files_listed_exist():
+    src = ROLE.parents[1] / "src/cdsops"
+    files = load("vars/main.yml")["__signin_gate_code_files"]
+    assert all((src / f).is_file() for f in files)
+    assert sorted(p.name for p in (src / "gate").glob("*.py")) == sorted(f[5:] for f in files if f.startswith("gate/"))
