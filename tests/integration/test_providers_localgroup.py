@@ -7,6 +7,7 @@ The group is created with shadow-utils' groupadd, edited by our writer, checked 
 from __future__ import annotations
 
 import os
+import pwd
 import secrets
 import subprocess
 import sys
@@ -93,3 +94,42 @@ def test_groupadd_waits_for_our_lock(temp_group) -> None:
         if proc.poll() is None:
             proc.kill()
         subprocess.run(["groupdel", other], check=False, capture_output=True)
+
+
+def test_local_providers_on_a_real_group(temp_group, tmp_path_factory) -> None:
+    """The local group provider manages the real group; the data is readable by members only."""
+    import shutil
+    import tempfile
+
+    from cdsops.providers.local import LocalDatasetAccess, LocalGroupProvider
+
+    name, users = temp_group
+    member, outsider = users[0], users[1]
+    grp_provider = LocalGroupProvider(name)
+    rep = grp_provider.sync([member])
+    assert rep.added == (member,) and _getent_members(name) == [member]
+    assert not grp_provider.sync([member]).changed
+
+    base = Path(tempfile.mkdtemp(prefix="cdsops-data-"))
+    os.chmod(base, 0o755)  # traversable, like /srv
+    try:
+        data = base / "cdsdata"
+        access = LocalDatasetAccess(data, group=name)
+        assert access.ensure().changed and not access.ensure().changed
+        target = data / "mimic_demo" / "patients.csv"
+
+        def read_as(user: str) -> int:
+            gid = str(pwd.getpwnam(user).pw_gid)  # own primary group: access comes from the supplementary group only
+            return subprocess.run(["setpriv", "--reuid", user, "--regid", gid, "--init-groups",
+                                   "head", "-c", "10", str(target)], capture_output=True).returncode
+
+        assert read_as(member) == 0
+        assert read_as(outsider) != 0
+        # the DuckDB file is readable by the member too (students query it read-only)
+        assert subprocess.run(["setpriv", "--reuid", member, "--regid", str(pwd.getpwnam(member).pw_gid), "--init-groups", "test", "-r",
+                               str(data / "mimic_demo" / "mimic_demo.duckdb")]).returncode == 0
+        # leaving the group removes access
+        grp_provider.sync([])
+        assert read_as(member) != 0
+    finally:
+        shutil.rmtree(base)
