@@ -214,3 +214,12 @@ def test_clock_is_real_by_default(tmp_path):
     write_map(tmp_path, [])
     app = create_app(config_from_mapping(base_config(tmp_path)), audit=AuditLog(io.StringIO()))
     assert abs(app.clock() - time.time()) < 5
+
+
+def test_unreachable_issuer_gives_an_error_page_not_a_crash(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTHLIB_INSECURE_TRANSPORT", "1")  # restored afterwards (create_app sets it)
+    write_map(tmp_path, [])
+    cfg = base_config(tmp_path, issuer="http://127.0.0.1:9", allow_insecure_issuer=True)
+    app = create_app(config_from_mapping(cfg), audit=AuditLog(io.StringIO()))
+    r = app.flask_app.test_client().get("/_cdsops/login?rd=/x")
+    assert r.status_code == 502 and b"could not be completed" in r.data

@@ -128,7 +128,7 @@ def create_app(cfg: GateConfig, *, audit: AuditLog | None = None,
     def map_error(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    watcher = MapWatcher(cfg.map_file, on_error=map_error)
+    watcher = MapWatcher(cfg.map_file, on_error=map_error, background=True)
     watcher.get()
 
     app = Flask("cdsops.gate")
@@ -173,7 +173,14 @@ def create_app(cfg: GateConfig, *, audit: AuditLog | None = None,
             return redirect(rd, 303)
         session.clear()
         session["rd"] = rd
-        resp = oidc.authorize_redirect(cfg.redirect_uri)
+        try:
+            resp = oidc.authorize_redirect(cfg.redirect_uri)
+        except Exception as exc:  # noqa: BLE001 - the issuer is unreachable or misbehaves
+            print(f"cannot start a sign-in with {cfg.issuer}: {type(exc).__name__}", file=sys.stderr, flush=True)
+            session.clear()
+            resp = page("error")
+            resp.status_code = 502
+            return resp
         resp.headers["Cache-Control"] = "no-store"
         return resp
 
