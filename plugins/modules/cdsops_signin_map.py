@@ -154,16 +154,24 @@ def main():
     p = module.params
     path = p["path"]
     mode = _mode(module, p["mode"])
+    # In check mode on a fresh host the signin_gate role has only reported what it would
+    # create: a missing owner, group or directory is then a warning, not a failure.
+    problems = []
+    uid = gid = -1
     try:
         uid = pwd.getpwnam(p["owner"]).pw_uid
     except KeyError:
-        module.fail_json(msg="owner %s does not exist on this host" % p["owner"])
+        problems.append("owner %s does not exist on this host" % p["owner"])
     try:
         gid = grp.getgrnam(p["group"]).gr_gid
     except KeyError:
-        module.fail_json(msg="group %s does not exist on this host (apply the signin_gate role first)" % p["group"])
+        problems.append("group %s does not exist on this host (apply the signin_gate role first)" % p["group"])
     if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-        module.fail_json(msg="directory of %s does not exist (apply the signin_gate role first)" % path)
+        problems.append("directory of %s does not exist (apply the signin_gate role first)" % path)
+    if problems and not module.check_mode:
+        module.fail_json(msg="; ".join(problems))
+    for problem in problems:
+        module.warn(problem)
 
     try:
         document = build_document(p["entries"], p["expired"])
@@ -175,7 +183,7 @@ def main():
     content_changed = current != data
 
     attr_changes = []
-    if current is not None:
+    if current is not None and not problems:
         st = os.stat(path)
         if st.st_uid != uid:
             attr_changes.append("owner: %s -> %s" % (st.st_uid, p["owner"]))

@@ -145,12 +145,16 @@ PLAYBOOK = """
       cdsops_signin_map: {{path: "{{{{ path }}}}", group: no-such-group-cdsops, entries: []}}
       register: r_group
       ignore_errors: true
+    - name: missing group in check mode (a fresh host in a check run)
+      cdsops_signin_map: {{path: "{dir}/new/signin-map.json", group: no-such-group-cdsops, entries: []}}
+      check_mode: true
+      register: r_group_check
     - name: save results
       ansible.builtin.copy:
         dest: "{dir}/results.json"
         content: "{{{{ dict(check=r_check, check_stat=r_check_stat, first=r_first, second=r_second,
                     check_change=r_check_change, dup_user=r_dup_user, dup_hash=r_dup_hash,
-                    mode=r_mode, group=r_group) | to_json }}}}"
+                    mode=r_mode, group=r_group, group_check=r_group_check) | to_json }}}}"
 """
 
 
@@ -207,3 +211,10 @@ def test_duplicates_are_refused_and_nothing_is_written(results):
 def test_mode_is_repaired_and_missing_group_is_explained(results):
     assert results["mode"]["changed"] is True and "mode: 0666 -> 0640" in results["mode"]["diff"]["after"]
     assert results["group"]["failed"] and "group no-such-group-cdsops does not exist" in results["group"]["msg"]
+
+
+def test_check_mode_on_a_fresh_host_warns_instead_of_failing(results):
+    r = results["group_check"]
+    assert not r.get("failed") and r["changed"] is True
+    assert any("no-such-group-cdsops does not exist" in w for w in r["warnings"])
+    assert not (results["dir"] / "new").exists()
