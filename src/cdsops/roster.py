@@ -114,9 +114,16 @@ class SyncOutcome:
     renewed: tuple[Student, ...]  # known students whose expiry moved (re-admissions included)
     unchanged: int  # roster students neither added nor renewed
     changed_agreements: tuple[Student, ...]  # known students with new agreement times (superset of renewed)
-    profiles: tuple[Profile, ...]  # the newest contact details seen in this batch, one per identity
-    changes: tuple[Change, ...]
+    profiles: tuple[Registration, ...]  # the newest registration of each identity in this batch (contact details)
+    renewal_changes: tuple[Change, ...]  # student.renewed / student.readmitted
     latest_submission: datetime | None = field(default=None)
+
+    @property
+    def changes(self) -> tuple[Change, ...]:
+        """Every change: one ``student.added`` per new student (built on demand: a large
+        first sync need not hold them all), then renewals and re-admissions."""
+        added = tuple(Change("student.added", s.student_id, s.username, None, _summary(s)) for s in self.added)
+        return tuple(sorted(added + self.renewal_changes, key=lambda c: (c.student_id, c.kind)))
 
     @property
     def counts(self) -> dict[str, int]:
@@ -151,7 +158,10 @@ def admissions(agreements: Sequence[datetime], access_days: int) -> tuple[int, d
 
 
 def build_student(student_id: int, identity: str, username: str, host: str, agreements: Iterable[datetime], access_days: int) -> Student:
-    times = tuple(sorted(set(agreements)))
+    if isinstance(agreements, list) and len(agreements) == 1:
+        times = (agreements[0],)
+    else:
+        times = tuple(sorted(agreements if isinstance(agreements, (set, frozenset)) else set(agreements)))
     admission, admitted_at, expires = admissions(times, access_days)
     return Student(
         student_id=student_id,
@@ -185,75 +195,79 @@ def sync(roster: Sequence[Student], registrations: Iterable[Registration], confi
         used_ids.add(s.student_id)
         used_names.add(s.username)
 
-    times: dict[str, set[datetime]] = {}
+    times: dict[str, list[datetime]] = {}  # lists, not sets: a third of the memory at 100k rows
     newest: dict[str, Registration] = {}
-    latest: datetime | None = None
     for r in registrations:
-        times.setdefault(r.identity, set()).add(r.submitted_at)
-        cur = newest.get(r.identity)
-        if cur is None or (r.submitted_at, r.row) >= (cur.submitted_at, cur.row):
-            newest[r.identity] = r
-        if latest is None or r.submitted_at > latest:
-            latest = r.submitted_at
+        ident = r.identity
+        ts = times.get(ident)
+        if ts is None:
+            times[ident] = [r.submitted_at]
+            newest[ident] = r
+            continue
+        ts.append(r.submitted_at)
+        cur = newest[ident]
+        if r.submitted_at > cur.submitted_at or (r.submitted_at == cur.submitted_at and r.row >= cur.row):
+            newest[ident] = r
+    latest = max((r.submitted_at for r in newest.values()), default=None)
 
     new_identities = sorted((min(ts), ident) for ident, ts in times.items() if ident not in by_identity)
     next_id = max(used_ids, default=0) + 1
-    load = Counter(s.host for s in roster)
     hosts = config.compute_hosts
+    load = Counter(s.host for s in roster) if len(hosts) > 1 else Counter()
+    if new_identities and next_id + len(new_identities) - 1 > config.max_student_id:
+        raise RosterError(
+            f"student id {next_id + len(new_identities) - 1} does not fit username_width={config.username_width}; "
+            "nothing was changed"
+        )
 
     added: list[Student] = []
     changes: list[Change] = []
+    access_days = config.access_days
     for _, ident in new_identities:
         sid = next_id
         next_id += 1
-        if sid > config.max_student_id:
-            raise RosterError(
-                f"student id {sid} does not fit username_width={config.username_width}; nothing was changed"
-            )
         username = config.username(sid)
         if username in used_names:
             raise RosterError(f"username {username} is already taken in the roster; nothing was changed")
-        host = min(hosts, key=lambda h: (load[h], hosts.index(h)))
-        load[host] += 1
-        st = build_student(sid, ident, username, host, times[ident], config.access_days)
-        added.append(st)
-        used_names.add(username)
-        changes.append(Change("student.added", sid, username, None, _summary(st)))
+        if len(hosts) == 1:
+            host = hosts[0]
+        else:
+            host = min(hosts, key=lambda h: (load[h], hosts.index(h)))
+            load[host] += 1
+        added.append(build_student(sid, ident, username, host, times[ident], access_days))
 
     renewed: list[Student] = []
     changed_agreements: list[Student] = []
-    result: dict[int, Student] = {s.student_id: s for s in roster}
     for ident, ts in times.items():
         old = by_identity.get(ident)
         if old is None:
             continue
-        merged = set(old.agreements) | ts
-        if len(merged) == len(old.agreements):
+        if len(ts) == 1 and ts[0] in old.agreements or set(ts).issubset(old.agreements):
             continue
-        st = build_student(old.student_id, ident, old.username, old.host, merged, config.access_days)
-        result[st.student_id] = st
+        st = build_student(old.student_id, ident, old.username, old.host, set(ts).union(old.agreements), access_days)
         changed_agreements.append(st)
         if st.expires_at != old.expires_at:
             renewed.append(st)
             kind = "student.readmitted" if st.admission > old.admission else "student.renewed"
             changes.append(Change(kind, st.student_id, st.username, _summary(old), _summary(st)))
-    for st in added:
-        result[st.student_id] = st
 
-    profiles = tuple(
-        Profile(r.identity, r.email, r.full_name, r.city, r.country, r.submitted_at)
-        for r in sorted(newest.values(), key=lambda r: r.identity)
-    )
-    students = tuple(sorted(result.values(), key=lambda s: s.student_id))
+    if changed_agreements:
+        replaced = {s.student_id: s for s in changed_agreements}
+        students = tuple(replaced.get(s.student_id, s) for s in sorted(roster, key=lambda s: s.student_id)) + tuple(added)
+        changed_agreements.sort(key=lambda s: s.student_id)
+        renewed.sort(key=lambda s: s.student_id)
+    else:
+        students = tuple(sorted(roster, key=lambda s: s.student_id)) + tuple(added)
+    profiles = tuple(newest[i] for i in sorted(newest))
     changes.sort(key=lambda c: (c.student_id, c.kind))
     return SyncOutcome(
         students=students,
         added=tuple(added),
-        renewed=tuple(sorted(renewed, key=lambda s: s.student_id)),
+        renewed=tuple(renewed),
         unchanged=len(students) - len(added) - len(renewed),
-        changed_agreements=tuple(sorted(changed_agreements, key=lambda s: s.student_id)),
+        changed_agreements=tuple(changed_agreements),
         profiles=profiles,
-        changes=tuple(changes),
+        renewal_changes=tuple(changes),
         latest_submission=latest,
     )
 

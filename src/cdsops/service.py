@@ -67,12 +67,12 @@ def roster_sync(
         since = store.load_meta().get(_watermark_key(source.uri)) if hasattr(store, "load_meta") else None
         since = datetime.fromisoformat(since.replace("Z", "+00:00")) if since else None
     read = read_source(source, since=since)
-    if read.complete and not read.rows and not allow_empty:
+    validated = validate_rows(read.rows, now)
+    if read.complete and validated.rows == 0 and not allow_empty:
         raise GuardError(
             f"source {source_uri} has no registration rows; refusing to sync from an empty source "
             "(nothing was changed; pass --allow-empty if this is intended)"
         )
-    validated = validate_rows(read.rows, now)
     meta = {}
     latest = max((r.submitted_at for r in validated.registrations), default=None)
     if source.kind == "bigquery" and latest is not None:

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import csv
 import io
+import operator
 import os
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from .registrations import COLUMNS, REQUIRED_COLUMNS, normalize_header
 
@@ -48,7 +49,7 @@ class Source:
 @dataclass(frozen=True)
 class SourceRead:
     source: Source
-    rows: list[dict[str, Any]]
+    rows: Iterable[Any]  # mappings or value tuples in COLUMNS order; may be lazy
     complete: bool  # False for an incremental read after a watermark
     since: datetime | None = None
 
@@ -83,7 +84,7 @@ def parse_source(uri: str) -> Source:
 
 def read_source(source: Source, *, since: datetime | None = None) -> SourceRead:
     if source.kind == "csv":
-        return SourceRead(source, read_csv(source.path), True)
+        return SourceRead(source, iter_csv(source.path), True)
     if source.kind == "duckdb":
         return SourceRead(source, read_duckdb(source.path, source.table), True)
     if source.kind == "bigquery":
@@ -102,41 +103,72 @@ def _check_columns(columns: list[str], where: str) -> None:
         raise SourceError(f"{where} lacks required column(s): {', '.join(missing)} (expected {', '.join(COLUMNS)})")
 
 
-def read_csv(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+def read_csv(path: str | os.PathLike[str]) -> list[tuple[Any, ...]]:
+    """All data rows of a CSV export, as value tuples in COLUMNS order."""
+    return list(iter_csv(path))
+
+
+def iter_csv(path: str | os.PathLike[str]) -> Iterator[tuple[Any, ...]]:
+    """Open and check the header now; yield data rows lazily (tuples in COLUMNS order).
+
+    A BOM, stray whitespace and case in the header are tolerated; blank lines are not
+    rows; a short row yields None for its missing fields (and is rejected by validation).
+    """
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        fh = open(p, encoding="utf-8-sig", newline="")
     except FileNotFoundError:
         raise SourceError(f"source file {p} does not exist") from None
     except OSError as exc:
         raise SourceError(f"cannot read source file {p}: {exc.strerror or exc}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise SourceError(f"source file {p} is not UTF-8 (byte {exc.start})") from None
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(fh)
     try:
         header = next(reader)
     except StopIteration:
+        fh.close()
         raise SourceError(f"source file {p} is empty (no header row)") from None
+    except UnicodeDecodeError as exc:
+        fh.close()
+        raise SourceError(f"source file {p} is not UTF-8 (byte {exc.start})") from None
     except csv.Error as exc:
+        fh.close()
         raise SourceError(f"source file {p} is not valid CSV: {exc}") from None
     cols = [normalize_header(h) for h in header]
-    _check_columns(cols, f"source file {p}")
-    index = {c: i for i, c in reversed(list(enumerate(cols))) if c in COLUMNS}
-    rows: list[dict[str, Any]] = []
     try:
-        for record in reader:
-            if not record or all(not f.strip() for f in record):
-                continue  # blank line: not a row
-            n = len(record)
-            rows.append({c: (record[i] if i < n else None) for c, i in index.items()})
-    except csv.Error as exc:
-        raise SourceError(f"source file {p} is not valid CSV near data row {len(rows) + 1}: {exc}") from None
-    return rows
+        _check_columns(cols, f"source file {p}")
+    except SourceError:
+        fh.close()
+        raise
+    first = {}
+    for i, c in enumerate(cols):
+        first.setdefault(c, i)
+    index = [first.get(c) for c in COLUMNS]
+    width = max(i for i in index if i is not None) + 1
+    if None in index:
+        pick = lambda record: tuple(record[i] if i is not None else None for i in index)  # noqa: E731
+    else:
+        pick = operator.itemgetter(*index)
+
+    def rows() -> Iterator[tuple[Any, ...]]:
+        n = 0
+        try:
+            with fh:
+                for record in reader:
+                    if len(record) < width:
+                        if not record or all(not f.strip() for f in record):
+                            continue  # blank line: not a row
+                        record = record + [None] * (width - len(record))  # type: ignore[list-item]
+                    n += 1
+                    yield pick(record)
+        except UnicodeDecodeError as exc:
+            raise SourceError(f"source file {p} is not UTF-8 near data row {n + 1} (byte {exc.start})") from None
+        except csv.Error as exc:
+            raise SourceError(f"source file {p} is not valid CSV near data row {n + 1}: {exc}") from None
+
+    return rows()
 
 
-def read_duckdb(path: str, table: str) -> list[dict[str, Any]]:
+def read_duckdb(path: str, table: str) -> list[tuple[Any, ...]]:
     import duckdb
 
     if not Path(path).exists():
@@ -166,7 +198,9 @@ def read_duckdb(path: str, table: str) -> list[dict[str, Any]]:
         raise SourceError(f"cannot read DuckDB table {table} in {path}: {exc}") from None
     finally:
         con.close()
-    return [dict(zip(wanted, r)) for r in result]
+    pos = {c: i for i, c in enumerate(wanted)}
+    idx = [pos.get(c) for c in COLUMNS]
+    return [tuple(r[i] if i is not None else None for i in idx) for r in result]
 
 
 def _has_rowid(con: Any, table: str) -> bool:
@@ -177,5 +211,3 @@ def _has_rowid(con: Any, table: str) -> bool:
         return False
 
 
-def iter_rows(read: SourceRead) -> Iterator[dict[str, Any]]:
-    return iter(read.rows)

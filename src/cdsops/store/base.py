@@ -116,17 +116,18 @@ def format_meta_time(dt: datetime) -> str:
     return utc(dt).isoformat().replace("+00:00", "Z")
 
 
+_UTC = timezone.utc
+
+
 def student_from_row(row: Sequence[Any]) -> Student:
+    """A Student from a stored row (naive UTC timestamps, or aware ones)."""
     (sid, identity, username, host, agreements, first, last, expires, admission, admitted) = row
-    return Student(
-        student_id=int(sid),
-        identity=identity,
-        username=username,
-        host=host,
-        agreements=tuple(utc(t) for t in agreements),
-        first_registered_at=utc(first),
-        last_registered_at=utc(last),
-        expires_at=utc(expires),
-        admission=int(admission),
-        admitted_at=utc(admitted),
-    )
+    if expires.tzinfo is None:
+        ag = tuple([t.replace(tzinfo=_UTC) for t in agreements])
+        expires = expires.replace(tzinfo=_UTC)
+        admitted = admitted.replace(tzinfo=_UTC)
+    else:
+        ag = tuple([utc(t) for t in agreements])
+        expires = utc(expires)
+        admitted = utc(admitted)
+    return Student(sid, identity, username, host, ag, ag[0], ag[-1], expires, int(admission), admitted)

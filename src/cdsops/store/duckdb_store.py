@@ -10,12 +10,14 @@ seconds fails with a clear message and nothing is changed.
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import fcntl
 import json
 import os
+import tempfile
 import time
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
@@ -38,7 +40,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS students (
     student_id BIGINT PRIMARY KEY,
     identity VARCHAR NOT NULL UNIQUE,
-    username VARCHAR NOT NULL UNIQUE,
+    username VARCHAR NOT NULL,  -- unique: derived from the id; checked by every sync (an index would cost ~15 MB at 100k)
     host VARCHAR NOT NULL,
     agreements TIMESTAMP[] NOT NULL,
     first_registered_at TIMESTAMP NOT NULL,
@@ -51,7 +53,7 @@ CREATE TABLE IF NOT EXISTS students (
     CHECK (length(username) > 0)
 );
 CREATE TABLE IF NOT EXISTS profiles (
-    identity VARCHAR PRIMARY KEY,
+    identity VARCHAR NOT NULL,
     email VARCHAR NOT NULL,
     full_name VARCHAR NOT NULL,
     city VARCHAR NOT NULL,
@@ -123,6 +125,8 @@ class DuckDBStore:
         except duckdb.Error as exc:
             raise StoreError(f"cannot open roster store {self.path}: {exc}") from None
         if not read_only:
+            # one thread: the roster is small for DuckDB, and each thread costs buffers
+            con.execute("SET threads = 1")
             con.execute(SCHEMA)
         return con
 
@@ -267,75 +271,119 @@ class DuckDBStore:
 
     def _write(self, con: Any, out: SyncOutcome, run_id: str, now: datetime, meta: Mapping[str, str]) -> None:
         import duckdb
-        import pyarrow as pa
 
-        stamp = naive_utc(now)
+        now_us = _us(utc(now))
         try:
-            con.execute("BEGIN TRANSACTION")
-            if out.added:
-                tbl = _students_arrow(pa, out.added, stamp)  # noqa: F841 (used by DuckDB by name)
-                con.execute("INSERT INTO students SELECT * FROM tbl")
-            if out.changed_agreements:
-                upd = _students_arrow(pa, out.changed_agreements, stamp)  # noqa: F841
-                con.execute(
-                    "UPDATE students SET agreements = upd.agreements, first_registered_at = upd.first_registered_at, "
-                    "last_registered_at = upd.last_registered_at, expires_at = upd.expires_at, "
-                    "admission = upd.admission, admitted_at = upd.admitted_at, updated_at = upd.updated_at "
-                    "FROM upd WHERE students.student_id = upd.student_id AND students.identity = upd.identity"
+            with tempfile.TemporaryDirectory(prefix=".cdsops-", dir=self.path.parent) as tmp:
+                con.execute("BEGIN TRANSACTION")
+                if out.added:
+                    staged = _stage_students(Path(tmp) / "added.csv", out.added, now_us)
+                    con.execute(f"INSERT INTO students SELECT * FROM ({_STUDENTS_FROM_CSV})", [staged])
+                    # one change line per new student, written set-wise
+                    con.execute(
+                        "INSERT INTO changes SELECT ?, make_timestamp(?), 'student.added', student_id, username, NULL, "
+                        "json_object('expires_at', CASE WHEN epoch_us(expires_at) % 1000000 = 0 "
+                        "THEN strftime(expires_at, '%Y-%m-%dT%H:%M:%SZ') ELSE strftime(expires_at, '%Y-%m-%dT%H:%M:%S.%fZ') END, "
+                        "'admission', admission, 'host', host)::VARCHAR FROM students WHERE student_id >= ?",
+                        [run_id, now_us, min(st.student_id for st in out.added)],
+                    )
+                if out.changed_agreements:
+                    staged = _stage_students(Path(tmp) / "changed.csv", out.changed_agreements, now_us)
+                    con.execute(
+                        f"UPDATE students SET agreements = upd.agreements, first_registered_at = upd.first_registered_at, "
+                        "last_registered_at = upd.last_registered_at, expires_at = upd.expires_at, "
+                        "admission = upd.admission, admitted_at = upd.admitted_at, updated_at = upd.updated_at "
+                        f"FROM ({_STUDENTS_FROM_CSV}) AS upd "
+                        "WHERE students.student_id = upd.student_id AND students.identity = upd.identity",
+                        [staged],
+                    )
+                touched = {st.identity for st in out.added} | {st.identity for st in out.changed_agreements}
+                profiles = [p for p in out.profiles if p.identity in touched]
+                if profiles:
+                    staged = Path(tmp) / "profiles.csv"
+                    with open(staged, "w", newline="", encoding="utf-8") as fh:
+                        w = csv.writer(fh)
+                        for p in profiles:
+                            w.writerow((p.identity, p.email, p.full_name, p.city, p.country, _us(p.submitted_at)))
+                    # no index on profiles (it would cost more memory than the roster):
+                    # replace older rows of the touched identities, set-wise
+                    con.execute(
+                        "CREATE OR REPLACE TEMP TABLE staged_profiles AS SELECT identity, email, full_name, city, country, "
+                        f"make_timestamp(updated_at) AS updated_at FROM read_csv(?, {_CSV_OPTS}, columns={{'identity': 'VARCHAR', "
+                        "'email': 'VARCHAR', 'full_name': 'VARCHAR', 'city': 'VARCHAR', 'country': 'VARCHAR', 'updated_at': 'BIGINT'})",
+                        [str(staged)],
+                    )
+                    if out.changed_agreements:
+                        con.execute(
+                            "DELETE FROM staged_profiles s USING profiles p "
+                            "WHERE p.identity = s.identity AND p.updated_at > s.updated_at"
+                        )
+                        con.execute("DELETE FROM profiles p USING staged_profiles s WHERE p.identity = s.identity")
+                    con.execute("INSERT INTO profiles SELECT * FROM staged_profiles")
+                    con.execute("DROP TABLE staged_profiles")
+                _insert_changes(
+                    con,
+                    [ChangeRecord(run_id, now, c.kind, c.student_id, c.username, c.before, c.after) for c in out.renewal_changes],
                 )
-            touched = {s.identity for s in out.added} | {s.identity for s in out.changed_agreements}
-            profiles = [p for p in out.profiles if p.identity in touched]
-            if profiles:
-                prof = pa.table(  # noqa: F841
-                    {
-                        "identity": [p.identity for p in profiles],
-                        "email": [p.email for p in profiles],
-                        "full_name": [p.full_name for p in profiles],
-                        "city": [p.city for p in profiles],
-                        "country": [p.country for p in profiles],
-                        "updated_at": pa.array([naive_utc(p.updated_at) for p in profiles], pa.timestamp("us")),
-                    }
-                )
-                con.execute(
-                    "INSERT INTO profiles SELECT * FROM prof ON CONFLICT (identity) DO UPDATE SET "
-                    "email = excluded.email, full_name = excluded.full_name, city = excluded.city, "
-                    "country = excluded.country, updated_at = excluded.updated_at "
-                    "WHERE excluded.updated_at >= profiles.updated_at"
-                )
-            _insert_changes(
-                con,
-                [ChangeRecord(run_id, now, c.kind, c.student_id, c.username, c.before, c.after) for c in out.changes],
-            )
-            values = dict(meta)
-            values["last_synced_at"] = format_meta_time(now)
-            _upsert_meta(con, values)
-            con.execute("COMMIT")
+                values = dict(meta)
+                values["last_synced_at"] = format_meta_time(now)
+                _upsert_meta(con, values)
+                con.execute("COMMIT")
         except duckdb.Error as exc:
             with contextlib.suppress(Exception):
                 con.execute("ROLLBACK")
             raise StoreError(f"cannot write roster store {self.path}: {exc}; nothing was changed") from None
+        except OSError as exc:
+            with contextlib.suppress(Exception):
+                con.execute("ROLLBACK")
+            raise StoreError(f"cannot write roster store {self.path}: {exc.strerror or exc}; nothing was changed") from None
 
     def close(self) -> None:
         pass
 
 
-def _students_arrow(pa: Any, students: Sequence[Student], stamp: datetime) -> Any:
-    ts = pa.timestamp("us")
-    return pa.table(
-        {
-            "student_id": pa.array([s.student_id for s in students], pa.int64()),
-            "identity": [s.identity for s in students],
-            "username": [s.username for s in students],
-            "host": [s.host for s in students],
-            "agreements": pa.array([[naive_utc(t) for t in s.agreements] for s in students], pa.list_(ts)),
-            "first_registered_at": pa.array([naive_utc(s.first_registered_at) for s in students], ts),
-            "last_registered_at": pa.array([naive_utc(s.last_registered_at) for s in students], ts),
-            "expires_at": pa.array([naive_utc(s.expires_at) for s in students], ts),
-            "admission": pa.array([s.admission for s in students], pa.int32()),
-            "admitted_at": pa.array([naive_utc(s.admitted_at) for s in students], ts),
-            "updated_at": pa.array([stamp] * len(students), ts),
-        }
-    )
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_US = timedelta(microseconds=1)
+# Bulk writes go through a staged CSV that DuckDB reads natively: fast, and it needs
+# neither pandas nor pyarrow (whose imports alone would cost ~70 MB of memory).
+_CSV_OPTS = "header=false, quote='\"', escape='\"', delim=',', nullstr='\\N', auto_detect=false"
+_STUDENTS_FROM_CSV = (
+    "SELECT student_id, identity, username, host, "
+    "list_transform(string_split(agreements, ' '), x -> make_timestamp(CAST(x AS BIGINT))) AS agreements, "
+    "make_timestamp(first_registered_at) AS first_registered_at, make_timestamp(last_registered_at) AS last_registered_at, "
+    "make_timestamp(expires_at) AS expires_at, admission, make_timestamp(admitted_at) AS admitted_at, "
+    "make_timestamp(updated_at) AS updated_at "
+    f"FROM read_csv(?, {_CSV_OPTS}, columns={{'student_id': 'BIGINT', 'identity': 'VARCHAR', 'username': 'VARCHAR', "
+    "'host': 'VARCHAR', 'agreements': 'VARCHAR', 'first_registered_at': 'BIGINT', 'last_registered_at': 'BIGINT', "
+    "'expires_at': 'BIGINT', 'admission': 'INTEGER', 'admitted_at': 'BIGINT', 'updated_at': 'BIGINT'})"
+)
+
+
+def _us(dt: datetime) -> int:
+    """Microseconds since the epoch (UTC) of an aware datetime."""
+    return (dt - _EPOCH) // _US
+
+
+def _stage_students(path: Path, students: Sequence[Student], now_us: int) -> str:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        for st in students:
+            w.writerow(
+                (
+                    st.student_id,
+                    st.identity,
+                    st.username,
+                    st.host,
+                    " ".join(str(_us(t)) for t in st.agreements),
+                    _us(st.first_registered_at),
+                    _us(st.last_registered_at),
+                    _us(st.expires_at),
+                    st.admission,
+                    _us(st.admitted_at),
+                    now_us,
+                )
+            )
+    return str(path)
 
 
 def _upsert_meta(con: Any, values: Mapping[str, str]) -> None:
@@ -348,17 +396,25 @@ def _upsert_meta(con: Any, values: Mapping[str, str]) -> None:
 def _insert_changes(con: Any, records: Sequence[ChangeRecord]) -> None:
     if not records:
         return
-    import pyarrow as pa
-
-    chg = pa.table(  # noqa: F841
-        {
-            "run_id": [r.run_id for r in records],
-            "changed_at": pa.array([naive_utc(r.at) for r in records], pa.timestamp("us")),
-            "kind": [r.kind for r in records],
-            "student_id": pa.array([r.student_id for r in records], pa.int64()),
-            "username": [r.username for r in records],
-            "before": [json.dumps(r.before, sort_keys=True) if r.before is not None else None for r in records],
-            "after": [json.dumps(r.after, sort_keys=True) if r.after is not None else None for r in records],
-        }
-    )
-    con.execute("INSERT INTO changes SELECT * FROM chg")
+    with tempfile.TemporaryDirectory(prefix=".cdsops-") as tmp:
+        staged = Path(tmp) / "changes.csv"
+        with open(staged, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            for r in records:
+                w.writerow(
+                    (
+                        r.run_id,
+                        _us(utc(r.at)),
+                        r.kind,
+                        "\\N" if r.student_id is None else r.student_id,
+                        "\\N" if r.username is None else r.username,
+                        "\\N" if r.before is None else json.dumps(r.before, sort_keys=True),
+                        "\\N" if r.after is None else json.dumps(r.after, sort_keys=True),
+                    )
+                )
+        con.execute(
+            "INSERT INTO changes SELECT run_id, make_timestamp(at_us), kind, student_id, username, before, after "
+            f"FROM read_csv(?, {_CSV_OPTS}, columns={{'run_id': 'VARCHAR', 'at_us': 'BIGINT', 'kind': 'VARCHAR', "
+            "'student_id': 'BIGINT', 'username': 'VARCHAR', 'before': 'VARCHAR', 'after': 'VARCHAR'})",
+            [str(staged)],
+        )
