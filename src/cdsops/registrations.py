@@ -71,6 +71,11 @@ class Registration:
     city: str
     country: str
 
+    @property
+    def updated_at(self) -> datetime:
+        """As a contact-details record (``SyncOutcome.profiles``): when they were given."""
+        return self.submitted_at
+
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
