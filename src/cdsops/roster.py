@@ -112,7 +112,7 @@ class SyncOutcome:
     students: tuple[Student, ...]  # the whole new roster, sorted by id
     added: tuple[Student, ...]
     renewed: tuple[Student, ...]  # known students whose expiry moved (re-admissions included)
-    unchanged: int  # roster students neither added nor renewed
+    unchanged: int  # students seen in this batch that were neither added nor renewed
     changed_agreements: tuple[Student, ...]  # known students with new agreement times (superset of renewed)
     profiles: tuple[Registration, ...]  # the newest registration of each identity in this batch (contact details)
     renewal_changes: tuple[Change, ...]  # student.renewed / student.readmitted
@@ -264,7 +264,7 @@ def sync(roster: Sequence[Student], registrations: Iterable[Registration], confi
         students=students,
         added=tuple(added),
         renewed=tuple(renewed),
-        unchanged=len(students) - len(added) - len(renewed),
+        unchanged=len(times) - len(added) - len(renewed),
         changed_agreements=tuple(changed_agreements),
         profiles=profiles,
         renewal_changes=tuple(changes),

@@ -237,3 +237,31 @@ def test_config_file(tmp_path, sample):
     # show does not need the config; sync and plan refuse it
     p = cdsops("plan", "--roster", roster, env={"CDSOPS_CONFIG": str(cfg)})
     assert p.returncode != 0 and "access_days" in p.stderr
+
+
+def test_incremental_batches_count_only_what_they_carry(tmp_path):
+    roster = str(tmp_path / "roster.duckdb")
+    first = write_csv(
+        tmp_path / "a.csv",
+        [
+            ["2026-01-05T10:00:00Z", "alice@example.org", "A", "", "", "yes", "yes"],
+            ["2026-01-05T11:00:00Z", "bob@example.org", "B", "", "", "yes", "yes"],
+        ],
+    )
+    second = write_csv(
+        tmp_path / "b.csv",
+        [
+            ["2026-03-01T10:00:00Z", "ALICE@example.org", "A", "", "", "yes", "yes"],  # renews alice
+            ["2026-01-05T11:00:00Z", "bob@example.org", "B", "", "", "yes", "yes"],  # the same agreement again
+            ["2026-03-01T12:00:00Z", "carol@example.org", "C", "", "", "yes", "yes"],
+        ],
+    )
+    cdsops("roster", "sync", "--source", first, "--roster", roster, "--now", "2026-03-02T00:00:00Z", check=True)
+    out = json.loads(cdsops("roster", "sync", "--source", second, "--roster", roster, "--now", "2026-03-02T00:00:00Z", "--json", check=True).stdout)
+    assert (out["added"], out["renewed"], out["unchanged"], out["rejected"]) == (1, 1, 1, [])
+    shown = json.loads(cdsops("roster", "show", "--roster", roster, "--json", "--now", "2026-03-02T00:00:00Z", check=True).stdout)
+    assert [(s["username"], s["expires_at"]) for s in shown["students"]] == [
+        ("s000001", "2026-08-30T10:00:00Z"),
+        ("s000002", "2026-07-06T11:00:00Z"),
+        ("s000003", "2026-08-30T12:00:00Z"),
+    ]
