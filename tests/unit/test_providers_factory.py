@@ -1,0 +1,64 @@
+"""Providers built from configuration: defaults, production shapes, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from cdsops.config import ConfigError, config_from_mapping
+from cdsops.providers import factory
+from cdsops.providers.email import SendGridEmailProvider, SMTPEmailProvider
+from cdsops.providers.google import GoogleAccessProvider, GoogleGroupProvider
+from cdsops.providers.local import LocalDatasetAccess, LocalGroupProvider
+
+
+def cfg(providers=None, **kw):
+    data = dict(kw)
+    if providers is not None:
+        data["providers"] = providers
+    return config_from_mapping(data)
+
+
+def test_embedded_defaults() -> None:
+    c = cfg(data_group="coursedata", data_group_gid=199990)
+    g = factory.group_provider(c)
+    assert isinstance(g, LocalGroupProvider) and g.group == "coursedata"
+    a = factory.access_provider(c)
+    assert isinstance(a, LocalDatasetAccess) and a.group == "coursedata" and str(a.data_dir) == "/srv/cdsdata"
+    e = factory.email_provider(c)
+    assert isinstance(e, SMTPEmailProvider) and (e.host, e.port) == ("127.0.0.1", 25)
+
+
+def test_google_and_sendgrid(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CDSOPS_GOOGLE_EMULATOR", "http://127.0.0.1:9")
+    monkeypatch.setenv("SG_KEY", "SG.secret")
+    c = cfg({
+        "group": {"kind": "google", "group": "Data@Example.org"},
+        "access": {"kind": "google", "group": "data@example.org", "project": "p", "datasets": ["mimic"]},
+        "email": {"kind": "sendgrid", "sender": "cds@example.org", "api_key_env": "SG_KEY"},
+    })
+    g = factory.group_provider(c)
+    assert isinstance(g, GoogleGroupProvider) and g.group == "data@example.org"
+    assert g.service.batch_uri == "http://127.0.0.1:9/batch"
+    a = factory.access_provider(c)
+    assert isinstance(a, GoogleAccessProvider) and a.project_roles == ("roles/bigquery.jobUser",) and a.dataset_roles == ("READER",)
+    assert isinstance(factory.email_provider(c), SendGridEmailProvider)
+
+
+@pytest.mark.parametrize(
+    "providers,which,msg",
+    [
+        ({"group": {"kind": "ldap"}}, "group", "providers.group.kind must be one of local, google"),
+        ({"group": {"kind": "google"}}, "group", "providers.group.group is required"),
+        ({"access": {"kind": "google", "group": "g@example.org"}}, "access", "providers.access.project is required"),
+        ({"access": {"kind": "google", "group": "user:x@example.org", "project": "p"}}, "access", "only group: principals"),
+        ({"email": {"kind": "sendgrid", "api_key_env": "NOPE_UNSET"}}, "email", r"\$NOPE_UNSET, which is not set"),
+        ({"email": {"port": "25"}}, "email", "TCP port"),
+        ("x", "group", "providers must be a mapping"),
+        ({"email": ["smtp"]}, "email", "providers.email must be a mapping"),
+    ],
+)
+def test_config_errors(monkeypatch: pytest.MonkeyPatch, providers, which: str, msg: str) -> None:
+    monkeypatch.setenv("CDSOPS_GOOGLE_EMULATOR", "http://127.0.0.1:9")
+    monkeypatch.delenv("NOPE_UNSET", raising=False)
+    with pytest.raises(ConfigError, match=msg):
+        getattr(factory, f"{which}_provider")(cfg(providers))
