@@ -37,6 +37,7 @@ import os
 import re
 import stat
 import tempfile
+import threading
 import time
 
 __all__ = [
@@ -140,14 +141,29 @@ def _file_lock_nowait(path):
             pass
 
 
+# fcntl locks belong to the process, not the thread: serialize threads of this process too.
+_THREAD_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def lock(root="/", kinds=("passwd", "group", "shadow", "gshadow"), timeout=LOCK_TIMEOUT, poll=0.05):
     """Hold the shadow-utils locks on the account databases of ``root``.
 
-    Raises :class:`LockTimeout` after ``timeout`` seconds.
+    Raises :class:`LockTimeout` after ``timeout`` seconds. Not re-entrant.
     """
     root = root or "/"
     deadline = time.monotonic() + timeout
+    if not _THREAD_LOCK.acquire(timeout=max(0.0, timeout)):
+        raise LockTimeout("timed out after %.0f s waiting for another thread of this process" % timeout)
+    try:
+        with _lock(root, kinds, deadline, timeout, poll):
+            yield
+    finally:
+        _THREAD_LOCK.release()
+
+
+@contextlib.contextmanager
+def _lock(root, kinds, deadline, timeout, poll):
     lockfile = os.path.join(root, PWD_LOCK)
     fd = os.open(lockfile, os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
     held = []

@@ -163,3 +163,25 @@ def test_atomic_write_keeps_owner_and_mode(tmp_path: Path) -> None:
     etc.atomic_write(str(tmp_path / "g"), b"fresh", default_mode=0o640)
     assert stat.S_IMODE((tmp_path / "g").stat().st_mode) == 0o640
     assert not (tmp_path / "g-").exists()
+
+
+def test_threads_of_one_process_are_serialized(root: Path) -> None:
+    import threading
+
+    errors: list[BaseException] = []
+
+    def worker(i: int) -> None:
+        try:
+            for j in range(5):
+                etc.set_group_members(str(root), "cdsdata", [f"s{i:03d}{j:03d}"])
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors
+    members = etc.read(str(root), "group").get("cdsdata")[3].split(",")
+    assert len(members) == 1
