@@ -116,7 +116,7 @@ def test_local_providers_on_a_real_group(temp_group, tmp_path_factory) -> None:
         data = base / "cdsdata"
         access = LocalDatasetAccess(data, group=name)
         assert access.ensure().changed and not access.ensure().changed
-        target = data / "mimic_demo" / "patients.csv"
+        target = data / "patients.csv"
 
         def read_as(user: str) -> int:
             gid = str(pwd.getpwnam(user).pw_gid)  # own primary group: access comes from the supplementary group only
@@ -127,7 +127,7 @@ def test_local_providers_on_a_real_group(temp_group, tmp_path_factory) -> None:
         assert read_as(outsider) != 0
         # the DuckDB file is readable by the member too (students query it read-only)
         assert subprocess.run(["setpriv", "--reuid", member, "--regid", str(pwd.getpwnam(member).pw_gid), "--init-groups", "test", "-r",
-                               str(data / "mimic_demo" / "mimic_demo.duckdb")]).returncode == 0
+                               str(data / "mimic_demo.duckdb")]).returncode == 0
         # leaving the group removes access
         grp_provider.sync([])
         assert read_as(member) != 0

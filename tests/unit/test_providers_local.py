@@ -56,24 +56,25 @@ def test_dataset_access_installs_with_group_only_modes(tmp_path: Path) -> None:
     rep = acc.ensure()
     assert rep.changed
     for name in DEMO_FILES:
-        p = data / "mimic_demo" / name
+        p = data / name  # flat, where the rstudio_server role puts the same files
         assert p.read_bytes() == (MIMIC_DEMO_DIR / name).read_bytes()
         assert stat.S_IMODE(p.stat().st_mode) == 0o640
     assert stat.S_IMODE(data.stat().st_mode) == 0o750
-    assert stat.S_IMODE((data / "mimic_demo").stat().st_mode) == 0o750
-    assert not (data / "mimic_demo" / "generate.py").exists()
+    assert not (data / "generate.py").exists()
     # idempotent
     assert not acc.ensure().changed
     # drift is repaired and reported: a world-readable file, a changed file, a teacher's extra file
-    os.chmod(data / "mimic_demo" / "patients.csv", 0o644)
-    (data / "mimic_demo" / "admissions.csv").write_text("tampered")
-    (data / "extra.csv").write_text("a,b\n")
-    os.chmod(data / "extra.csv", 0o666)
+    os.chmod(data / "patients.csv", 0o644)
+    (data / "admissions.csv").write_text("tampered")
+    (data / "teacher").mkdir()
+    (data / "teacher" / "extra.csv").write_text("a,b\n")
+    os.chmod(data / "teacher" / "extra.csv", 0o666)
     fix = acc.ensure()
     changed = {Path(c.resource).name for c in fix.changes if c.changed}
-    assert changed == {"patients.csv", "admissions.csv", "extra.csv"}
-    assert (data / "mimic_demo" / "admissions.csv").read_bytes() == (MIMIC_DEMO_DIR / "admissions.csv").read_bytes()
-    assert stat.S_IMODE((data / "extra.csv").stat().st_mode) == 0o640
+    assert changed == {"patients.csv", "admissions.csv", "teacher", "extra.csv"}
+    assert (data / "admissions.csv").read_bytes() == (MIMIC_DEMO_DIR / "admissions.csv").read_bytes()
+    assert stat.S_IMODE((data / "teacher" / "extra.csv").stat().st_mode) == 0o640
+    assert stat.S_IMODE((data / "teacher").stat().st_mode) == 0o750
     assert not acc.ensure().changed
 
 

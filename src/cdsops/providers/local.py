@@ -111,7 +111,7 @@ class LocalDatasetAccess:
     FILE_MODE = 0o640
 
     def __init__(self, data_dir: str | Path = "/srv/cdsdata", group: str = "cdsdata", source: str | Path | None = MIMIC_DEMO_DIR,
-                 files: Iterable[str] | None = None, subdir: str = "mimic_demo", owner_uid: int = 0):
+                 files: Iterable[str] | None = None, subdir: str = "", owner_uid: int = 0):
         self.data_dir = Path(data_dir)
         self.group = group
         self.source = Path(source) if source is not None else None
