@@ -1,0 +1,356 @@
+"""BigQuery edge of cdsops: the client, small query helpers, and the registration source.
+
+Only the official ``google-cloud-bigquery`` client is used.
+
+Credentials and endpoint:
+- production: Application Default Credentials (``GOOGLE_APPLICATION_CREDENTIALS`` pointing
+  at a service-account key file, the metadata server of a VM, or ``gcloud auth
+  application-default login``);
+- emulator: when ``CDSOPS_BIGQUERY_ENDPOINT=http://127.0.0.1:PORT`` is set, the client
+  talks to that endpoint with anonymous credentials (``bqemulator`` in the tests).
+
+Other settings (environment):
+- ``CDSOPS_BIGQUERY_TIMEOUT`` (seconds, default 120): how long API calls are retried and
+  how long a query may run before the read or write is given up with a clear error;
+- ``CDSOPS_BIGQUERY_LOCATION``: the location of the datasets (e.g. ``EU``), if not the default;
+- ``CDSOPS_BIGQUERY_MAX_BYTES_BILLED``: refuse queries that would bill more than this.
+
+Every query is parameterized; identifiers come from ``sources.parse_source`` /
+``store.open_store`` (validated) and are quoted with backticks.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Sequence
+from urllib.parse import urlsplit
+
+from .registrations import COLUMNS, REQUIRED_COLUMNS, normalize_header
+
+__all__ = [
+    "BigQueryUnavailable",
+    "ENDPOINT_ENV",
+    "make_client",
+    "read_bigquery_registrations",
+    "run_query",
+    "quote_table",
+]
+
+ENDPOINT_ENV = "CDSOPS_BIGQUERY_ENDPOINT"
+TIMEOUT_ENV = "CDSOPS_BIGQUERY_TIMEOUT"
+DEFAULT_TIMEOUT = 120.0
+PAGE_SIZE = 50_000
+
+_PROJECT_RE = re.compile(r"[a-z][a-z0-9.:-]{2,62}[a-z0-9]\Z")
+_IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,1023}\Z")
+# Types a registration column may have (anything scalar and orderable).
+_SCALAR_TYPES = {
+    "STRING", "TIMESTAMP", "DATETIME", "DATE", "BOOL", "BOOLEAN", "INT64", "INTEGER",
+    "FLOAT64", "FLOAT", "NUMERIC", "BIGNUMERIC",
+}  # fmt: skip
+_INCREMENTAL_TYPES = {"TIMESTAMP", "DATETIME"}
+
+
+class BigQueryUnavailable(RuntimeError):
+    """BigQuery (or the emulator) could not be reached or refused the request."""
+
+
+# -- client ---------------------------------------------------------------------------
+def timeout_seconds() -> float:
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BigQueryUnavailable(f"{TIMEOUT_ENV} must be a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise BigQueryUnavailable(f"{TIMEOUT_ENV} must be positive, got {raw!r}")
+    return value
+
+
+def endpoint() -> str | None:
+    raw = os.environ.get(ENDPOINT_ENV, "").strip()
+    if not raw:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") or parts.query:
+        raise BigQueryUnavailable(f"{ENDPOINT_ENV} must look like http://127.0.0.1:9050, got {raw!r}")
+    return raw.rstrip("/")
+
+
+def make_client(project: str) -> Any:
+    """A ``google.cloud.bigquery.Client`` for ``project`` (jobs run and are billed there)."""
+    if not _PROJECT_RE.match(project or ""):
+        raise BigQueryUnavailable(f"invalid BigQuery project id {project!r}")
+    from google.cloud import bigquery
+
+    location = os.environ.get("CDSOPS_BIGQUERY_LOCATION") or None
+    api = endpoint()
+    if api:
+        from google.api_core.client_options import ClientOptions
+        from google.auth.credentials import AnonymousCredentials
+
+        return bigquery.Client(
+            project=project,
+            credentials=AnonymousCredentials(),
+            client_options=ClientOptions(api_endpoint=api),
+            location=location,
+        )
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/bigquery"])
+    except DefaultCredentialsError as exc:
+        raise BigQueryUnavailable(
+            "no Google credentials found: set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file "
+            f"or run on a VM with a service account ({_one_line(exc)})"
+        ) from None
+    return bigquery.Client(project=project, credentials=credentials, location=location)
+
+
+def quote_table(project: str, dataset: str, table: str) -> str:
+    for what, name in (("dataset", dataset), ("table", table)):
+        if not _IDENT_RE.match(name or ""):
+            raise BigQueryUnavailable(f"invalid BigQuery {what} name {name!r}")
+    if not _PROJECT_RE.match(project or ""):
+        raise BigQueryUnavailable(f"invalid BigQuery project id {project!r}")
+    return f"`{project}.{dataset}.{table}`"
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    text = getattr(exc, "message", None) or str(exc) or exc.__class__.__name__
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line, human reason for a failed BigQuery call."""
+    from google.api_core import exceptions as gexc
+
+    if isinstance(exc, gexc.RetryError):
+        cause = exc.cause or exc
+        return f"no answer within {timeout_seconds():g} s ({_one_line(cause)})"
+    if isinstance(exc, gexc.Forbidden):
+        return f"permission denied ({_one_line(exc)})"
+    if isinstance(exc, gexc.GoogleAPICallError):
+        return _one_line(exc)
+    return _one_line(exc)
+
+
+def is_not_found(exc: BaseException) -> bool:
+    from google.api_core import exceptions as gexc
+
+    return isinstance(exc, gexc.NotFound)
+
+
+def api_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean "the call failed" (as opposed to a bug in cdsops)."""
+    from google.api_core import exceptions as gexc
+    from google.auth import exceptions as aexc
+    import requests
+
+    return (gexc.GoogleAPIError, aexc.GoogleAuthError, requests.exceptions.RequestException, OSError)
+
+
+def api_retry() -> Any:
+    from google.cloud.bigquery import DEFAULT_RETRY
+
+    return DEFAULT_RETRY.with_deadline(timeout_seconds())
+
+
+def scalar(name: str, typ: str, value: Any) -> Any:
+    from google.cloud import bigquery
+
+    return bigquery.ScalarQueryParameter(name, typ, value)
+
+
+def array(name: str, typ: str, values: Sequence[Any]) -> Any:
+    from google.cloud import bigquery
+
+    return bigquery.ArrayQueryParameter(name, typ, list(values))
+
+
+def run_query(
+    client: Any,
+    sql: str,
+    params: Sequence[Any] = (),
+    *,
+    retry_job: bool = True,
+    page_size: int | None = PAGE_SIZE,
+) -> tuple[Any, Any]:
+    """Run one parameterized statement; returns (job, row iterator).
+
+    ``retry_job=False`` for statements that must not be re-run blindly after an
+    ambiguous failure (the guarded roster MERGE): the caller decides.
+    """
+    from google.cloud import bigquery
+    from google.cloud.bigquery.retry import DEFAULT_JOB_RETRY
+
+    cfg = bigquery.QueryJobConfig(query_parameters=list(params))
+    max_bytes = os.environ.get("CDSOPS_BIGQUERY_MAX_BYTES_BILLED", "").strip()
+    if max_bytes:
+        cfg.maximum_bytes_billed = int(max_bytes)
+    deadline = timeout_seconds()
+    job_retry = DEFAULT_JOB_RETRY.with_deadline(deadline) if retry_job else None
+    job = client.query(sql, job_config=cfg, retry=api_retry(), job_retry=job_retry, timeout=deadline)
+    rows = job.result(retry=api_retry(), timeout=deadline, page_size=page_size)
+    return job, rows
+
+
+# -- the registration source ---------------------------------------------------------
+def read_bigquery_registrations(
+    project: str,
+    dataset: str,
+    table: str,
+    *,
+    since: datetime | None = None,
+    client: Any = None,
+) -> tuple[list[dict[str, Any]], bool, datetime | None]:
+    """Read registration rows from ``project.dataset.table``.
+
+    Returns ``(rows, complete, effective_since)``. ``rows`` are dicts keyed by the names
+    of :data:`cdsops.registrations.COLUMNS` (columns the table lacks are left out, like
+    a CSV export without them), ordered by ``submitted_at`` and then the other columns
+    so row numbers in rejections are stable. When ``since`` is given and
+    ``submitted_at`` is a TIMESTAMP (or DATETIME, taken as UTC) column, only rows with
+    ``submitted_at >= since`` are read and ``complete`` is False (an empty incremental
+    read is not an empty source); a STRING ``submitted_at`` means a full read.
+    """
+    from .sources import SourceError
+
+    where = f"BigQuery table {project}.{dataset}.{table}"
+    try:
+        ref = quote_table(project, dataset, table)
+        if client is None:
+            client = make_client(project)
+    except BigQueryUnavailable as exc:
+        raise SourceError(f"cannot read {where}: {exc}") from None
+    try:
+        meta = client.get_table(f"{project}.{dataset}.{table}", retry=api_retry(), timeout=timeout_seconds())
+    except api_errors() as exc:
+        if is_not_found(exc):
+            raise SourceError(f"{where} does not exist (or its dataset does not); nothing was changed") from None
+        raise SourceError(f"cannot reach {where}: {describe_error(exc)}; nothing was changed") from None
+
+    fields: dict[str, Any] = {}
+    for f in meta.schema:
+        col = normalize_header(f.name)
+        if col in COLUMNS and col not in fields:
+            fields[col] = f
+    missing = [c for c in REQUIRED_COLUMNS if c not in fields]
+    if missing:
+        raise SourceError(f"{where} lacks required column(s): {', '.join(missing)} (expected {', '.join(COLUMNS)})")
+    wanted = [c for c in COLUMNS if c in fields]
+    select = []
+    for col in wanted:
+        f = fields[col]
+        ftype = (f.field_type or "").upper()
+        if f.mode == "REPEATED" or ftype not in _SCALAR_TYPES:
+            raise SourceError(f"{where}: column {f.name} has unsupported type {f.mode or ''} {ftype}".replace("  ", " "))
+        if "`" in f.name or "\\" in f.name:
+            raise SourceError(f"{where}: column name {f.name!r} cannot be quoted safely")
+        select.append(f"`{f.name}` AS {col}")
+    sub_type = (fields["submitted_at"].field_type or "").upper()
+    incremental = since is not None and sub_type in _INCREMENTAL_TYPES
+    params: list[Any] = []
+    sql = f"SELECT {', '.join(select)} FROM {ref}"
+    if incremental:
+        assert since is not None
+        sub = "`" + fields["submitted_at"].name + "`"
+        if sub_type == "TIMESTAMP":
+            params.append(scalar("since", "TIMESTAMP", since.astimezone(timezone.utc)))
+        else:
+            params.append(scalar("since", "DATETIME", since.astimezone(timezone.utc).replace(tzinfo=None)))
+        sql += f" WHERE {sub} >= @since"
+    sql += " ORDER BY " + ", ".join(wanted)
+    try:
+        _job, result = run_query(client, sql, params)
+        rows = [dict(zip(wanted, r.values())) for r in result]
+    except api_errors() as exc:
+        if is_not_found(exc):
+            raise SourceError(f"{where} does not exist (or its dataset does not); nothing was changed") from None
+        raise SourceError(f"cannot read {where}: {describe_error(exc)}; nothing was changed") from None
+    if sub_type == "DATETIME":
+        for r in rows:
+            v = r.get("submitted_at")
+            if isinstance(v, datetime) and v.tzinfo is None:
+                r["submitted_at"] = v.replace(tzinfo=timezone.utc)
+    return rows, not incremental, (since if incremental else None)
+
+
+# -- writing rows: inline parameters for small batches, a staged table for large ones --
+Schema = Sequence[tuple[str, str, str]]  # (name, BigQuery type, mode: NULLABLE | REPEATED)
+
+
+def struct_array_param(name: str, schema: Schema, rows: Iterable[Sequence[Any]]) -> Any:
+    """An ``ARRAY<STRUCT<...>>`` query parameter holding ``rows`` (tuples in schema order)."""
+    from google.cloud import bigquery
+
+    structs = []
+    for row in rows:
+        members = []
+        for (col, typ, mode), value in zip(schema, row):
+            if mode == "REPEATED":
+                members.append(bigquery.ArrayQueryParameter(col, typ, list(value)))
+            else:
+                members.append(bigquery.ScalarQueryParameter(col, typ, value))
+        structs.append(bigquery.StructQueryParameter(None, *members))
+    return bigquery.ArrayQueryParameter(name, "STRUCT", structs)
+
+
+def arrow_table(schema: Schema, rows: Sequence[Sequence[Any]]) -> Any:
+    import pyarrow as pa
+
+    types = {
+        "INT64": pa.int64(),
+        "STRING": pa.string(),
+        "TIMESTAMP": pa.timestamp("us", tz="UTC"),
+        "BOOL": pa.bool_(),
+    }
+    arrays = {}
+    for i, (col, typ, mode) in enumerate(schema):
+        t = types[typ]
+        values = [r[i] for r in rows]
+        arrays[col] = pa.array(values, pa.list_(t) if mode == "REPEATED" else t)
+    return pa.table(arrays)
+
+
+def load_stage_table(client: Any, project: str, dataset: str, table: str, schema: Schema, rows: Sequence[Sequence[Any]]) -> None:
+    """Create ``table`` (expiring in a day, in case it is never dropped) and load ``rows``
+    into it with one Parquet load job (free of charge, no size limit on parameters)."""
+    import io
+    from datetime import timedelta
+
+    import pyarrow.parquet as pq
+    from google.cloud import bigquery
+
+    bq_schema = [bigquery.SchemaField(c, t, mode=m) for c, t, m in schema]
+    tbl = bigquery.Table(f"{project}.{dataset}.{table}", schema=bq_schema)
+    tbl.expires = datetime.now(timezone.utc) + timedelta(days=1)
+    client.create_table(tbl, retry=api_retry(), timeout=timeout_seconds())
+    buf = io.BytesIO()
+    pq.write_table(arrow_table(schema, rows), buf)
+    buf.seek(0)
+    cfg = bigquery.LoadJobConfig(source_format=bigquery.SourceFormat.PARQUET, write_disposition="WRITE_APPEND", schema=bq_schema)
+    opts = bigquery.ParquetOptions()
+    opts.enable_list_inference = True
+    cfg.parquet_options = opts
+    job = client.load_table_from_file(buf, f"{project}.{dataset}.{table}", job_config=cfg, timeout=timeout_seconds())
+    job.result(retry=api_retry(), timeout=timeout_seconds())
+    if job.output_rows is not None and int(job.output_rows) != len(rows):
+        raise BigQueryUnavailable(f"staging load into {table} wrote {job.output_rows} rows, expected {len(rows)}")
+
+
+def drop_table(client: Any, project: str, dataset: str, table: str) -> None:
+    try:
+        client.delete_table(f"{project}.{dataset}.{table}", not_found_ok=True, retry=api_retry(), timeout=timeout_seconds())
+    except api_errors():
+        pass  # it expires by itself within a day
+
+
+def iter_values(result: Any, convert: Callable[[Any], Any] | None = None) -> list[Any]:
+    return [convert(r) if convert else tuple(r.values()) for r in result]

@@ -1,0 +1,430 @@
+"""The roster store on BigQuery (production): ``bigquery://PROJECT/DATASET``.
+
+Same tables and columns as the DuckDB store: ``students`` (``agreements
+ARRAY<TIMESTAMP>``), ``profiles``, ``meta``, ``changes``; created when missing.
+
+Atomic, race-safe sync by optimistic concurrency, without locks:
+
+1. read the roster (one query, one consistent snapshot) and derive its *revision*:
+   ``COUNT(*) + SUM(ARRAY_LENGTH(agreements))``. Students are never deleted and a
+   sync only ever adds students or agreement times, so every write that changes the
+   roster strictly increases the revision: equal revision means the same roster;
+2. compute the new roster in Python (the pure core);
+3. write every new or changed student row in ONE ``MERGE`` whose source only yields
+   rows while the table's revision is still the one read. A single DML statement is
+   atomic in BigQuery (and in bqemulator, which serializes DML), so either all rows
+   land or none; ``num_dml_affected_rows`` tells which;
+4. none landed: another sync won the race. Re-read, recompute, retry (bounded);
+   then :class:`StoreError` "roster changed concurrently, nothing was changed".
+
+Then the profiles (MERGE), the change records (INSERT) and the meta values (MERGE;
+the watermark and ``last_synced_at``) are written, each one statement. They depend
+only on this sync's outcome, so a sync that loses the race writes none of them.
+
+Rows travel as an inline ``ARRAY<STRUCT>`` query parameter for small batches and as
+a Parquet load job into a short-lived staging table (expiring in a day, dropped
+after use) for large ones; query parameters are limited in size, load jobs are free.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import secrets
+import time
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping, Sequence
+
+from .. import bq
+from ..roster import Profile, Student, SyncOutcome
+from .base import STUDENT_COLUMNS, ChangeRecord, Snapshot, StoreError, SyncFn, format_meta_time, student_from_row, utc
+
+__all__ = ["BigQueryStore", "revision_of"]
+
+TABLES = ("students", "profiles", "meta", "changes")
+
+STUDENT_SCHEMA: bq.Schema = (
+    ("student_id", "INT64", "NULLABLE"),
+    ("identity", "STRING", "NULLABLE"),
+    ("username", "STRING", "NULLABLE"),
+    ("host", "STRING", "NULLABLE"),
+    ("agreements", "TIMESTAMP", "REPEATED"),
+    ("first_registered_at", "TIMESTAMP", "NULLABLE"),
+    ("last_registered_at", "TIMESTAMP", "NULLABLE"),
+    ("expires_at", "TIMESTAMP", "NULLABLE"),
+    ("admission", "INT64", "NULLABLE"),
+    ("admitted_at", "TIMESTAMP", "NULLABLE"),
+    ("updated_at", "TIMESTAMP", "NULLABLE"),
+)
+PROFILE_SCHEMA: bq.Schema = (
+    ("identity", "STRING", "NULLABLE"),
+    ("email", "STRING", "NULLABLE"),
+    ("full_name", "STRING", "NULLABLE"),
+    ("city", "STRING", "NULLABLE"),
+    ("country", "STRING", "NULLABLE"),
+    ("updated_at", "TIMESTAMP", "NULLABLE"),
+)
+CHANGE_SCHEMA: bq.Schema = (
+    ("run_id", "STRING", "NULLABLE"),
+    ("changed_at", "TIMESTAMP", "NULLABLE"),
+    ("kind", "STRING", "NULLABLE"),
+    ("student_id", "INT64", "NULLABLE"),
+    ("username", "STRING", "NULLABLE"),
+    ("before", "STRING", "NULLABLE"),
+    ("after", "STRING", "NULLABLE"),
+)
+META_SCHEMA: bq.Schema = (("key", "STRING", "NULLABLE"), ("value", "STRING", "NULLABLE"))
+
+DDL = {
+    "students": """CREATE TABLE IF NOT EXISTS {t} (
+  student_id INT64 NOT NULL, identity STRING NOT NULL, username STRING NOT NULL, host STRING NOT NULL,
+  agreements ARRAY<TIMESTAMP>, first_registered_at TIMESTAMP NOT NULL, last_registered_at TIMESTAMP NOT NULL,
+  expires_at TIMESTAMP NOT NULL, admission INT64 NOT NULL, admitted_at TIMESTAMP NOT NULL,
+  updated_at TIMESTAMP NOT NULL)""",
+    "profiles": """CREATE TABLE IF NOT EXISTS {t} (
+  identity STRING NOT NULL, email STRING NOT NULL, full_name STRING NOT NULL, city STRING NOT NULL,
+  country STRING NOT NULL, updated_at TIMESTAMP NOT NULL)""",
+    "meta": "CREATE TABLE IF NOT EXISTS {t} (key STRING NOT NULL, value STRING NOT NULL)",
+    "changes": """CREATE TABLE IF NOT EXISTS {t} (
+  run_id STRING NOT NULL, changed_at TIMESTAMP NOT NULL, kind STRING NOT NULL, student_id INT64,
+  username STRING, before STRING, after STRING)""",
+}
+
+CONFLICT_MESSAGE = "roster changed concurrently, nothing was changed"
+
+
+def revision_of(students: Sequence[Student]) -> int:
+    """The roster revision: grows with every student and every agreement time added."""
+    return len(students) + sum(len(s.agreements) for s in students)
+
+
+class BigQueryStore:
+    #: batches up to this many rows go inline as query parameters, larger ones are staged
+    inline_limit = 500
+    #: attempts of read-compute-write before giving up on a racing roster
+    max_attempts = 8
+
+    def __init__(self, project: str, dataset: str, *, client: Any = None) -> None:
+        self.project = project
+        self.dataset = dataset
+        self.uri = f"bigquery://{project}/{dataset}"
+        try:
+            self._t = {name: bq.quote_table(project, dataset, name) for name in TABLES}
+        except bq.BigQueryUnavailable as exc:
+            raise StoreError(f"invalid BigQuery roster store {self.uri}: {exc}") from None
+        self._client = client
+        self._ready = False
+
+    # -- plumbing --------------------------------------------------------------------
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            try:
+                self._client = bq.make_client(self.project)
+            except bq.BigQueryUnavailable as exc:
+                raise StoreError(f"cannot open roster store {self.uri}: {exc}") from None
+        return self._client
+
+    def _fail(self, action: str, exc: BaseException, tail: str = "nothing was changed") -> StoreError:
+        return StoreError(f"cannot {action} roster store {self.uri}: {bq.describe_error(exc)}; {tail}")
+
+    def _query(self, sql: str, params: Sequence[Any] = (), *, retry_job: bool = True) -> tuple[Any, list[tuple]]:
+        job, result = bq.run_query(self.client, sql, params, retry_job=retry_job)
+        return job, [tuple(r.values()) for r in result]
+
+    def _existing_tables(self) -> set[str] | None:
+        """Names of the tables in the dataset, or None when the dataset does not exist."""
+        ref = f"{self.project}.{self.dataset}"
+        kw = {"retry": bq.api_retry(), "timeout": bq.timeout_seconds()}
+        try:
+            names = {t.table_id for t in self.client.list_tables(ref, **kw)}
+            if not names:  # an empty dataset, or (on some servers) a missing one
+                self.client.get_dataset(ref, **kw)
+            return names
+        except bq.api_errors() as exc:
+            if bq.is_not_found(exc):
+                return None
+            raise
+
+    def _ensure(self) -> None:
+        """Create the dataset and the tables when missing (once per store object)."""
+        if self._ready:
+            return
+        try:
+            existing = self._existing_tables()
+            if existing is None:
+                from google.cloud import bigquery
+
+                ds = bigquery.Dataset(f"{self.project}.{self.dataset}")
+                self.client.create_dataset(ds, exists_ok=True, retry=bq.api_retry(), timeout=bq.timeout_seconds())
+                existing = set()
+            for name in TABLES:
+                if name not in existing:
+                    self._query(DDL[name].format(t=self._t[name]))
+        except bq.api_errors() as exc:
+            raise self._fail("prepare", exc) from None
+        self._ready = True
+
+    # -- reads -----------------------------------------------------------------------
+    def load(self) -> Snapshot:
+        try:
+            return self._load()
+        except bq.api_errors() as exc:
+            raise self._fail("read", exc, "nothing was read") from None
+
+    def _load(self) -> Snapshot:
+        tables = self._existing_tables()
+        if tables is None or "students" not in tables:
+            return Snapshot((), self._load_meta(tables), 0)
+        _, rows = self._query(f"SELECT {', '.join(STUDENT_COLUMNS)} FROM {self._t['students']} ORDER BY student_id")
+        try:
+            students = tuple(student_from_row(r) for r in rows)
+        except (TypeError, ValueError) as exc:
+            raise StoreError(f"roster store {self.uri} holds a malformed students row: {exc}") from None
+        return Snapshot(students, self._load_meta(tables), revision_of(students))
+
+    def _load_meta(self, tables: set[str] | None) -> dict[str, str]:
+        if tables is None or "meta" not in tables:
+            return {}
+        _, rows = self._query(f"SELECT key, value FROM {self._t['meta']}")
+        return {str(k): str(v) for k, v in rows}
+
+    def load_meta(self) -> dict[str, str]:
+        try:
+            return self._load_meta(self._existing_tables())
+        except bq.api_errors() as exc:
+            raise self._fail("read", exc, "nothing was read") from None
+
+    def sent_notifications(self) -> frozenset[tuple[int, int, str]]:
+        """(student_id, admission, kind) of notifications the email ledger marks as sent."""
+        try:
+            try:
+                table = self.client.get_table(f"{self.project}.{self.dataset}.notifications", retry=bq.api_retry(), timeout=bq.timeout_seconds())
+            except bq.api_errors() as exc:
+                if bq.is_not_found(exc):
+                    return frozenset()
+                raise
+            cols = {f.name for f in table.schema}
+            if not {"student_id", "admission", "kind"} <= cols:
+                return frozenset()
+            where = " WHERE status = 'sent'" if "status" in cols else ""
+            ref = bq.quote_table(self.project, self.dataset, "notifications")
+            _, rows = self._query(f"SELECT student_id, admission, kind FROM {ref}{where}")
+        except bq.api_errors() as exc:
+            raise self._fail("read", exc, "nothing was read") from None
+        return frozenset((int(a), int(b), str(c)) for a, b, c in rows)
+
+    def profiles(self, student_ids: Sequence[int]) -> dict[int, Profile]:
+        ids = sorted({int(i) for i in student_ids})
+        if not ids:
+            return {}
+        try:
+            tables = self._existing_tables() or set()
+            if not {"students", "profiles"} <= tables:
+                return {}
+            _, rows = self._query(
+                f"SELECT s.student_id, p.identity, p.email, p.full_name, p.city, p.country, p.updated_at "
+                f"FROM {self._t['students']} AS s JOIN {self._t['profiles']} AS p ON p.identity = s.identity "
+                "WHERE s.student_id IN UNNEST(@ids)",
+                [bq.array("ids", "INT64", ids)],
+            )
+        except bq.api_errors() as exc:
+            raise self._fail("read", exc, "nothing was read") from None
+        return {int(r[0]): Profile(r[1], r[2], r[3], r[4], r[5], utc(r[6])) for r in rows}
+
+    def changes(self, *, student_id: int | None = None, run_id: str | None = None, limit: int = 1000) -> list[dict]:
+        where, params = [], []
+        if student_id is not None:
+            where.append("student_id = @student_id")
+            params.append(bq.scalar("student_id", "INT64", int(student_id)))
+        if run_id is not None:
+            where.append("run_id = @run_id")
+            params.append(bq.scalar("run_id", "STRING", run_id))
+        params.append(bq.scalar("limit", "INT64", max(0, int(limit))))
+        sql = f"SELECT run_id, changed_at, kind, student_id, username, before, after FROM {self._t['changes']}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY changed_at, run_id, student_id, kind LIMIT @limit"
+        try:
+            tables = self._existing_tables() or set()
+            if "changes" not in tables:
+                return []
+            _, rows = self._query(sql, params)
+        except bq.api_errors() as exc:
+            raise self._fail("read", exc, "nothing was read") from None
+        return [
+            {
+                "run_id": r[0],
+                "at": format_meta_time(r[1]),
+                "kind": r[2],
+                "student_id": r[3],
+                "username": r[4],
+                "before": json.loads(r[5]) if r[5] else None,
+                "after": json.loads(r[6]) if r[6] else None,
+            }
+            for r in rows
+        ]
+
+    # -- writes ----------------------------------------------------------------------
+    def sync(self, compute: SyncFn, *, run_id: str, now: datetime, meta: Mapping[str, str] | None = None) -> SyncOutcome:
+        self._ensure()
+        for attempt in range(self.max_attempts):
+            snapshot = self.load()
+            outcome = compute(snapshot)
+            students = list(outcome.added) + list(outcome.changed_agreements)
+            if students and not self._write_students(students, snapshot.revision, now):
+                time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
+                continue
+            self._write_after(outcome, run_id, now, meta or {})
+            return outcome
+        raise StoreError(f"{CONFLICT_MESSAGE} (roster store {self.uri}, {self.max_attempts} attempts); try again")
+
+    def _rows_source(self, name: str, schema: bq.Schema, rows: Sequence[Sequence[Any]]) -> tuple[str, list[Any], str | None]:
+        """(FROM clause, parameters, staging table to drop) for ``rows``."""
+        cols = ", ".join(f"r.{c}" for c, _, _ in schema)
+        if len(rows) <= self.inline_limit:
+            return f"(SELECT {cols} FROM UNNEST(@{name}) AS r)", [bq.struct_array_param(name, schema, rows)], None
+        stage = f"_cdsops_stage_{name}_{secrets.token_hex(6)}"
+        bq.load_stage_table(self.client, self.project, self.dataset, stage, schema, rows)
+        ref = bq.quote_table(self.project, self.dataset, stage)
+        return f"(SELECT {cols} FROM {ref} AS r)", [], stage
+
+    def _write_students(self, students: Sequence[Student], revision: int, now: datetime) -> bool:
+        """The guarded MERGE. True when every row landed, False when the roster moved."""
+        stamp = utc(now)
+        rows = [
+            (
+                s.student_id, s.identity, s.username, s.host, [utc(t) for t in s.agreements],
+                utc(s.first_registered_at), utc(s.last_registered_at), utc(s.expires_at), s.admission,
+                utc(s.admitted_at), stamp,
+            )  # fmt: skip
+            for s in students
+        ]
+        t = self._t["students"]
+        stage = None
+        try:
+            source, params, stage = self._rows_source("students", STUDENT_SCHEMA, rows)
+            params.append(bq.scalar("revision", "INT64", revision))
+            sets = ", ".join(f"{c} = s.{c}" for c, _, _ in STUDENT_SCHEMA if c not in ("student_id", "identity", "username", "host"))
+            cols = ", ".join(c for c, _, _ in STUDENT_SCHEMA)
+            vals = ", ".join(f"s.{c}" for c, _, _ in STUDENT_SCHEMA)
+            sql = (
+                f"MERGE {t} AS t USING (SELECT * FROM {source} "
+                f"WHERE (SELECT COUNT(*) + IFNULL(SUM(ARRAY_LENGTH(x.agreements)), 0) FROM {t} AS x) = @revision) AS s "
+                "ON t.student_id = s.student_id "
+                f"WHEN MATCHED AND t.identity = s.identity THEN UPDATE SET {sets} "
+                f"WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({vals})"
+            )
+            try:
+                job, _ = self._query(sql, params, retry_job=False)
+            except bq.api_errors() as exc:
+                raise StoreError(
+                    f"cannot write roster store {self.uri}: {bq.describe_error(exc)}; the students may or may not "
+                    "have been written; re-running the sync is safe"
+                ) from None
+        except bq.api_errors() as exc:  # staging failed: nothing written to the roster
+            raise self._fail("write", exc) from None
+        finally:
+            if stage:
+                bq.drop_table(self.client, self.project, self.dataset, stage)
+        affected = int(job.num_dml_affected_rows or 0)
+        if affected == len(rows):
+            return True
+        if affected == 0:
+            return False
+        raise StoreError(
+            f"roster store {self.uri} wrote {affected} of {len(rows)} student rows: the students table holds rows "
+            "cdsops did not write (an id with another identity); inspect it before syncing again"
+        )
+
+    def _write_after(self, out: SyncOutcome, run_id: str, now: datetime, meta: Mapping[str, str]) -> None:
+        touched = {s.identity for s in out.added} | {s.identity for s in out.changed_agreements}
+        profiles = [p for p in out.profiles if p.identity in touched]
+        records = [ChangeRecord(run_id, now, c.kind, c.student_id, c.username, c.before, c.after) for c in out.changes]
+        values = dict(meta)
+        values["last_synced_at"] = format_meta_time(now)
+        try:
+            if profiles:
+                self._merge_profiles(profiles)
+            self._insert_changes(records)
+            self._merge_meta(values)
+        except bq.api_errors() as exc:
+            raise StoreError(
+                f"roster store {self.uri}: the students were written but the profiles, change records or meta "
+                f"were not ({bq.describe_error(exc)}); run the sync again to refresh the watermark"
+            ) from None
+
+    def _merge_profiles(self, profiles: Sequence[Profile]) -> None:
+        rows = [(p.identity, p.email, p.full_name, p.city, p.country, utc(p.updated_at)) for p in profiles]
+        stage = None
+        try:
+            source, params, stage = self._rows_source("profiles", PROFILE_SCHEMA, rows)
+            sets = ", ".join(f"{c} = s.{c}" for c, _, _ in PROFILE_SCHEMA if c != "identity")
+            cols = ", ".join(c for c, _, _ in PROFILE_SCHEMA)
+            vals = ", ".join(f"s.{c}" for c, _, _ in PROFILE_SCHEMA)
+            self._query(
+                f"MERGE {self._t['profiles']} AS t USING {source} AS s ON t.identity = s.identity "
+                f"WHEN MATCHED AND s.updated_at >= t.updated_at THEN UPDATE SET {sets} "
+                f"WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({vals})",
+                params,
+            )
+        finally:
+            if stage:
+                bq.drop_table(self.client, self.project, self.dataset, stage)
+
+    def _insert_changes(self, records: Sequence[ChangeRecord]) -> None:
+        if not records:
+            return
+        rows = [
+            (
+                r.run_id, utc(r.at), r.kind, r.student_id, r.username,
+                json.dumps(r.before, sort_keys=True) if r.before is not None else None,
+                json.dumps(r.after, sort_keys=True) if r.after is not None else None,
+            )  # fmt: skip
+            for r in records
+        ]
+        stage = None
+        try:
+            source, params, stage = self._rows_source("changes", CHANGE_SCHEMA, rows)
+            cols = ", ".join(c for c, _, _ in CHANGE_SCHEMA)
+            self._query(f"INSERT INTO {self._t['changes']} ({cols}) SELECT * FROM {source}", params)
+        finally:
+            if stage:
+                bq.drop_table(self.client, self.project, self.dataset, stage)
+
+    def _merge_meta(self, values: Mapping[str, str]) -> None:
+        if not values:
+            return
+        rows = [(str(k), str(v)) for k, v in sorted(values.items())]
+        source, params, _ = self._rows_source("meta", META_SCHEMA, rows)
+        self._query(
+            f"MERGE {self._t['meta']} AS t USING {source} AS s ON t.key = s.key "
+            "WHEN MATCHED THEN UPDATE SET value = s.value "
+            "WHEN NOT MATCHED THEN INSERT (key, value) VALUES (s.key, s.value)",
+            params,
+        )
+
+    def set_meta(self, values: Mapping[str, str]) -> None:
+        self._ensure()
+        try:
+            self._merge_meta(values)
+        except bq.api_errors() as exc:
+            raise self._fail("write", exc) from None
+
+    def record_changes(self, records: Iterable[ChangeRecord]) -> None:
+        records = list(records)
+        if not records:
+            return
+        self._ensure()
+        try:
+            self._insert_changes(records)
+        except bq.api_errors() as exc:
+            raise self._fail("write", exc) from None
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001 (closing is best effort)
+                pass

@@ -1,0 +1,10 @@
+"""Test helpers shared by every engineer's tests (not used in production code paths).
+
+- :mod:`cdsops.testing.bqemulator`: start ``bqemulator`` as a subprocess on a free
+  loopback port, wait until it answers, stop it after (``BigQueryEmulator``,
+  ``running_emulator``, ``bigquery_client``).
+"""
+
+from .bqemulator import BigQueryEmulator, EmulatorError, bigquery_client, free_port, running_emulator
+
+__all__ = ["BigQueryEmulator", "EmulatorError", "bigquery_client", "free_port", "running_emulator"]
