@@ -185,3 +185,25 @@ def test_threads_of_one_process_are_serialized(root: Path) -> None:
     assert not errors
     members = etc.read(str(root), "group").get("cdsdata")[3].split(",")
     assert len(members) == 1
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_line = st.text(alphabet=st.characters(blacklist_characters="\n", blacklist_categories=("Cs",)), max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(kind=st.sampled_from(sorted(etc.FIELDS)), lines=st.lists(_line, max_size=8), final=st.booleans())
+def test_any_file_round_trips_and_survives_an_unrelated_edit(kind: str, lines: list[str], final: bool) -> None:
+    text = "\n".join(lines) + ("\n" if final and lines else "")
+    f = etc.EtcFile.parse(kind, text)
+    assert f.serialize() == text
+    name = "zzcdsopsnew"
+    if name in f:
+        return
+    f.set([name] + ["x"] * (etc.FIELDS[kind] - 1))
+    out = f.serialize()
+    ends_nl = text == "" or text.endswith("\n")
+    assert out.startswith(text if ends_nl else text + "\n")
+    assert out.endswith(":".join([name] + ["x"] * (etc.FIELDS[kind] - 1)) + ("\n" if ends_nl else ""))
