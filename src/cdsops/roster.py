@@ -26,6 +26,7 @@ from .config import Config
 from .registrations import Registration
 
 __all__ = [
+    "RosterBase",
     "Student",
     "Profile",
     "Change",
@@ -181,7 +182,22 @@ def _summary(s: Student) -> dict:
     return {"expires_at": iso(s.expires_at), "admission": s.admission, "host": s.host}
 
 
-def sync(roster: Sequence[Student], registrations: Iterable[Registration], config: Config) -> SyncOutcome:
+@dataclass(frozen=True, slots=True)
+class RosterBase:
+    """What a sync needs to know of the roster students it is not given.
+
+    A store that can tell, by an index, which students a batch touches passes only those
+    students to :func:`sync` plus this summary of the rest; the result is the same as
+    a sync over the whole roster (its ``students`` then holds only the given ones)."""
+
+    max_student_id: int
+    host_load: Mapping[str, int]
+    untouched: int  # distinct identities of the batch whose students were not passed: unchanged
+
+
+def sync(
+    roster: Sequence[Student], registrations: Iterable[Registration], config: Config, *, base: RosterBase | None = None
+) -> SyncOutcome:
     """Fold valid registrations into the roster. Pure and deterministic."""
     by_identity: dict[str, Student] = {}
     used_ids: set[int] = set()
@@ -211,9 +227,12 @@ def sync(roster: Sequence[Student], registrations: Iterable[Registration], confi
     latest = max((r.submitted_at for r in newest.values()), default=None)
 
     new_identities = sorted((min(ts), ident) for ident, ts in times.items() if ident not in by_identity)
-    next_id = max(used_ids, default=0) + 1
+    next_id = max(max(used_ids, default=0), base.max_student_id if base else 0) + 1
     hosts = config.compute_hosts
-    load = Counter(s.host for s in roster) if len(hosts) > 1 else Counter()
+    if base is not None:
+        load = Counter(base.host_load)
+    else:
+        load = Counter(s.host for s in roster) if len(hosts) > 1 else Counter()
     if new_identities and next_id + len(new_identities) - 1 > config.max_student_id:
         raise RosterError(
             f"student id {next_id + len(new_identities) - 1} does not fit username_width={config.username_width}; "
@@ -264,7 +283,7 @@ def sync(roster: Sequence[Student], registrations: Iterable[Registration], confi
         students=students,
         added=tuple(added),
         renewed=tuple(renewed),
-        unchanged=len(times) - len(added) - len(renewed),
+        unchanged=len(times) - len(added) - len(renewed) + (base.untouched if base else 0),
         changed_agreements=tuple(changed_agreements),
         profiles=profiles,
         renewal_changes=tuple(changes),

@@ -78,10 +78,14 @@ def roster_sync(
     if source.kind == "bigquery" and latest is not None:
         meta[_watermark_key(source.uri)] = format_meta_time(latest)
 
-    def compute(snapshot: Snapshot) -> SyncOutcome:
-        return sync(snapshot.students, validated.registrations, config)
+    if hasattr(store, "sync_registrations"):
+        outcome = store.sync_registrations(validated.registrations, config, run_id=run_id, now=now, meta=meta)
+    else:
 
-    outcome = store.sync(compute, run_id=run_id, now=now, meta=meta)
+        def compute(snapshot: Snapshot) -> SyncOutcome:
+            return sync(snapshot.students, validated.registrations, config)
+
+        outcome = store.sync(compute, run_id=run_id, now=now, meta=meta)
     return SyncReport(run_id, outcome, validated.rejections, validated.rows, read.complete)
 
 

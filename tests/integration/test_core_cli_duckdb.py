@@ -265,3 +265,20 @@ def test_incremental_batches_count_only_what_they_carry(tmp_path):
         ("s000002", "2026-07-06T11:00:00Z"),
         ("s000003", "2026-08-30T12:00:00Z"),
     ]
+
+
+def test_usernames_stay_unique_and_stable_across_a_prefix_change(tmp_path):
+    roster = str(tmp_path / "roster.duckdb")
+    a = write_csv(tmp_path / "a.csv", [[f"2026-01-05T10:{i:02d}:00Z", f"p{i}@example.org", "P", "", "", "yes", "yes"] for i in range(12)])
+    cdsops("roster", "sync", "--source", a, "--roster", roster, check=True)
+    b = write_csv(tmp_path / "b.csv", [["2026-01-06T10:00:00Z", "new@example.org", "N", "", "", "yes", "yes"]])
+    cfg = tmp_path / "cdsops.yml"
+    cfg.write_text("username_prefix: s00000\nusername_width: 1\n")
+    p = cdsops("--config", str(cfg), "roster", "sync", "--source", b, "--roster", roster)
+    assert p.returncode != 0 and "does not fit" in p.stderr  # id 13 has no one-digit name
+    cfg.write_text("username_prefix: mimic\nusername_width: 4\n")
+    cdsops("--config", str(cfg), "roster", "sync", "--source", b, "--roster", roster, check=True)
+    shown = json.loads(cdsops("roster", "show", "--roster", roster, "--json", check=True).stdout)
+    names = [s["username"] for s in shown["students"]]
+    assert names[:12] == [f"s{i:06d}" for i in range(1, 13)]  # existing students keep their names
+    assert names[12] == "mimic0013" and len(set(names)) == 13
