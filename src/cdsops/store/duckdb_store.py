@@ -269,11 +269,12 @@ class DuckDBStore:
                         continue
                     known = index.get(ident)
                     seen[ident] = known is None or _us(r.submitted_at) not in known[1]
-                del index
                 touched = [i for i, t in seen.items() if t]
+                known_touched = [i for i in touched if i in index]
+                del index
                 students: tuple[Student, ...] = ()
-                if touched:
-                    students = self._load_identities(con, [i for i in touched])
+                if known_touched:
+                    students = self._load_identities(con, known_touched)
                 touched_set = set(touched)
                 batch = [r for r in registrations if r.identity in touched_set]
                 base = RosterBase(max_id, load, len(seen) - len(touched))
@@ -340,7 +341,8 @@ class DuckDBStore:
                 if out.added:
                     staged = _stage_students(Path(tmp) / "added.csv", out.added, now_us)
                     # new ids are new, but a changed username_prefix could still recreate an old name
-                    clash = con.execute(
+                    # (not when the roster was empty: ids start at 1)
+                    clash = min(st.student_id for st in out.added) > 1 and con.execute(
                         f"SELECT s.username FROM students s JOIN ({_STUDENTS_FROM_CSV}) n USING (username) LIMIT 1", [staged]
                     ).fetchone()
                     if clash:
@@ -364,28 +366,23 @@ class DuckDBStore:
                         "WHERE students.student_id = upd.student_id AND students.identity = upd.identity",
                         [staged],
                     )
-                touched = {st.identity for st in out.added} | {st.identity for st in out.changed_agreements}
-                profiles = [p for p in out.profiles if p.identity in touched]
-                if profiles:
-                    staged = Path(tmp) / "profiles.csv"
-                    with open(staged, "w", newline="", encoding="utf-8") as fh:
-                        w = csv.writer(fh)
-                        for p in profiles:
-                            w.writerow((p.identity, p.email, p.full_name, p.city, p.country, _us(p.submitted_at)))
-                    # no index on profiles (it would cost more memory than the roster):
-                    # replace older rows of the touched identities, set-wise
+                # contact details: new students' rows are inserted; known students' rows are
+                # replaced when this batch carries newer ones (no index on profiles: at 100k
+                # students it would cost more memory than the roster itself)
+                new_ids = {st.identity for st in out.added}
+                changed_ids = {st.identity for st in out.changed_agreements}
+                fresh = [p for p in out.profiles if p.identity in new_ids]
+                if fresh:
+                    staged = _stage_profiles(Path(tmp) / "fresh.csv", fresh)
+                    con.execute(f"INSERT INTO profiles {_PROFILES_FROM_CSV}", [staged])
+                known = [p for p in out.profiles if p.identity in changed_ids]
+                if known:
+                    staged = _stage_profiles(Path(tmp) / "known.csv", known)
+                    con.execute(f"CREATE OR REPLACE TEMP TABLE staged_profiles AS {_PROFILES_FROM_CSV}", [staged])
                     con.execute(
-                        "CREATE OR REPLACE TEMP TABLE staged_profiles AS SELECT identity, email, full_name, city, country, "
-                        f"make_timestamp(updated_at) AS updated_at FROM read_csv(?, {_CSV_OPTS}, columns={{'identity': 'VARCHAR', "
-                        "'email': 'VARCHAR', 'full_name': 'VARCHAR', 'city': 'VARCHAR', 'country': 'VARCHAR', 'updated_at': 'BIGINT'})",
-                        [str(staged)],
+                        "DELETE FROM staged_profiles s USING profiles p WHERE p.identity = s.identity AND p.updated_at > s.updated_at"
                     )
-                    if out.changed_agreements:
-                        con.execute(
-                            "DELETE FROM staged_profiles s USING profiles p "
-                            "WHERE p.identity = s.identity AND p.updated_at > s.updated_at"
-                        )
-                        con.execute("DELETE FROM profiles p USING staged_profiles s WHERE p.identity = s.identity")
+                    con.execute("DELETE FROM profiles p USING staged_profiles s WHERE p.identity = s.identity")
                     con.execute("INSERT INTO profiles SELECT * FROM staged_profiles")
                     con.execute("DROP TABLE staged_profiles")
                 _insert_changes(
@@ -428,6 +425,21 @@ _STUDENTS_FROM_CSV = (
     "'host': 'VARCHAR', 'agreements': 'VARCHAR', 'first_registered_at': 'BIGINT', 'last_registered_at': 'BIGINT', "
     "'expires_at': 'BIGINT', 'admission': 'INTEGER', 'admitted_at': 'BIGINT', 'updated_at': 'BIGINT'})"
 )
+
+
+_PROFILES_FROM_CSV = (
+    "SELECT identity, email, full_name, city, country, make_timestamp(updated_at) AS updated_at "
+    f"FROM read_csv(?, {_CSV_OPTS}, columns={{'identity': 'VARCHAR', 'email': 'VARCHAR', 'full_name': 'VARCHAR', "
+    "'city': 'VARCHAR', 'country': 'VARCHAR', 'updated_at': 'BIGINT'})"
+)
+
+
+def _stage_profiles(path: Path, profiles: Sequence[Any]) -> str:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        for p in profiles:
+            w.writerow((p.identity, p.email, p.full_name, p.city, p.country, _us(p.updated_at)))
+    return str(path)
 
 
 def _us(dt: datetime) -> int:
