@@ -313,3 +313,28 @@ def test_scale_zero_to_20000_then_one_percent_change(emu: Emulator, sleeps: Slee
     assert second.api_calls == pages + 200 and second.http_requests == pages + 1
     assert emu.calls() == pages + 200
     assert emu.members(G) == sorted(changed)
+
+
+# --------------------------------------------------------------------------- the documented per-minute quota
+
+
+def test_pacing_keeps_a_sync_under_the_per_minute_quota(sleeps: Sleeps) -> None:
+    """The Directory API answers 403 userRateLimitExceeded beyond 2,400 queries per minute per
+    user; the emulator enforces a (scaled-down) sliding window and the provider paces itself."""
+    from cdsops.providers.retry import RateLimiter
+
+    with Emulator(rate_limits={"directory": (40, 1.0)}) as emu:
+        emu.create_group(G)
+        svc = build_service("directory", emulator=emu.url)
+        unpaced = GoogleGroupProvider(G, svc, backoff=Backoff(sleep=sleeps, max_attempts=3))
+        with pytest.raises(ProviderError, match="still failing"):
+            unpaced.sync(people(100))  # backoff alone (here: no real sleep) cannot beat the window
+        import time
+
+        time.sleep(1.2)  # let the window empty
+        paced = GoogleGroupProvider(G, svc, backoff=Backoff(sleep=sleeps), rate_limiter=RateLimiter(40, 1.0))
+        sleeps.calls.clear()
+        rep = paced.sync(people(100))
+        assert emu.members(G) == people(100) and not sleeps.calls  # not a single 403 to retry
+        assert paced.batch_size == 40 and paced.rate_limiter.waited > 0
+        assert rep.unchanged + len(rep.added) == 100

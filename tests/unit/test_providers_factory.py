@@ -39,6 +39,7 @@ def test_google_and_sendgrid(monkeypatch: pytest.MonkeyPatch) -> None:
     g = factory.group_provider(c)
     assert isinstance(g, GoogleGroupProvider) and g.group == "data@example.org"
     assert g.service.batch_uri == "http://127.0.0.1:9/batch"
+    assert g.rate_limiter.calls == 2400 and g.batch_size == 1000
     a = factory.access_provider(c)
     assert isinstance(a, GoogleAccessProvider) and a.project_roles == ("roles/bigquery.jobUser",) and a.dataset_roles == ("READER",)
     assert isinstance(factory.email_provider(c), SendGridEmailProvider)
@@ -53,6 +54,7 @@ def test_google_and_sendgrid(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"access": {"kind": "google", "group": "user:x@example.org", "project": "p"}}, "access", "only group: principals"),
         ({"email": {"kind": "sendgrid", "api_key_env": "NOPE_UNSET"}}, "email", r"\$NOPE_UNSET, which is not set"),
         ({"email": {"port": "25"}}, "email", "TCP port"),
+        ({"group": {"kind": "google", "group": "g@example.org", "calls_per_minute": -1}}, "group", "calls_per_minute"),
         ("x", "group", "providers must be a mapping"),
         ({"email": ["smtp"]}, "email", "providers.email must be a mapping"),
     ],

@@ -54,3 +54,33 @@ def test_backoff_is_capped_exponential_with_full_jitter() -> None:
     assert max(slept[5:]) <= 4.0
     assert len(set(slept)) == 10  # jittered, not a fixed schedule
     assert b.slept == pytest.approx(sum(slept))
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, s: float) -> None:
+        self.now += s
+
+
+def test_rate_limiter_sliding_window() -> None:
+    from cdsops.providers.retry import RateLimiter
+
+    clock = FakeClock()
+    rl = RateLimiter(10, 1.0, margin=0.0, clock=clock, sleep=clock.sleep)
+    rl.acquire(10)
+    assert rl.waited == 0
+    rl.acquire(1)  # must wait until the first ten leave the window
+    assert rl.waited == pytest.approx(1.0, abs=0.01)
+    clock.now += 0.5
+    rl.acquire(5)
+    # never more than 10 calls in any 1 s window
+    assert len([t for t in rl._log if t > clock.now - 1.0]) <= 10
+    with pytest.raises(ValueError, match="can never fit"):
+        rl.acquire(11)
+    with pytest.raises(ValueError):
+        RateLimiter(0, 60)

@@ -97,9 +97,12 @@ class GoogleError(Exception):
 
 
 # Faults as Google sends them.
-# https://developers.google.com/admin-sdk/directory/v1/limits
-#   "403: rateLimitExceeded / userRateLimitExceeded ... 429 ... use exponential backoff";
-#   "quotaExceeded" means the daily/project quota is used up: retrying does not help.
+# https://developers.google.com/admin-sdk/directory/v1/limits (error table):
+#   403 userRateLimitExceeded - over 2,400 queries per minute per user per project: back off;
+#   403 quotaExceeded - "the limit of concurrent requests for a certain operation has been
+#       reached": retry with exponential backoff (cdsops stops the run and resumes next run);
+#   429 rateLimitExceeded - per Workspace account: retry with exponential backoff;
+#   (older versions of the page) 403 dailyLimitExceeded - daily quota used up: do not retry.
 # https://cloud.google.com/apis/design/errors (500 INTERNAL, 503 UNAVAILABLE "backendError").
 _FAULT_ERRORS = {
     "500": (500, "Internal error encountered.", "backendError", "global"),
@@ -107,8 +110,12 @@ _FAULT_ERRORS = {
     "429": (429, "Rate Limit Exceeded", "rateLimitExceeded", "usageLimits"),
     "rateLimitExceeded": (403, "Rate Limit Exceeded", "rateLimitExceeded", "usageLimits"),
     "userRateLimitExceeded": (403, "User Rate Limit Exceeded", "userRateLimitExceeded", "usageLimits"),
-    "quotaExceeded": (403, "Quota exceeded for quota metric 'Queries' and limit 'Queries per day'.", "quotaExceeded", "usageLimits"),
+    "quotaExceeded": (403, "Quota exceeded: the limit of concurrent requests for this operation has been reached.", "quotaExceeded", "usageLimits"),
+    "dailyLimitExceeded": (403, "Daily Limit Exceeded", "dailyLimitExceeded", "usageLimits"),
 }
+# Default per-minute rate limit of the Directory API (same page): 2,400 queries per minute per
+# user per Google Cloud project; each call inside a batch counts.
+DIRECTORY_QUERIES_PER_MINUTE = 2400
 
 
 @dataclass
@@ -187,9 +194,15 @@ class _State:
 class Emulator:
     """The emulator server. ``with Emulator() as emu: emu.url`` or ``start()``/``stop()``."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, faults: list[Fault | dict] | None = None, quiet: bool = True):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, faults: list[Fault | dict] | None = None, quiet: bool = True,
+                 rate_limits: dict[str, tuple[int, float]] | None = None):
+        """``rate_limits``: operation prefix -> (calls, window seconds), e.g.
+        ``{"directory": (2400, 60.0)}`` answers 403 ``userRateLimitExceeded`` to calls beyond
+        2,400 in any 60 s (sliding window), as the Directory API does by default."""
         self.state = _State()
         self.host, self.port, self.quiet = host, port, quiet
+        self.rate_limits = dict(rate_limits or {})
+        self._rate_log: dict[str, Any] = {}
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         for f in faults or []:
@@ -297,7 +310,26 @@ class Emulator:
             return copy.deepcopy(self.state.mail)
 
     # -- fault machinery
+    def _rate_limited(self, op: str) -> GoogleError | None:
+        import collections
+
+        for prefix, (calls, window) in self.rate_limits.items():
+            if not (op == prefix or op.startswith(prefix + ".")):
+                continue
+            now = time.monotonic()
+            with self.state.lock:
+                log = self._rate_log.setdefault(prefix, collections.deque())
+                while log and log[0] <= now - window:
+                    log.popleft()
+                if len(log) >= calls:
+                    return GoogleError(403, "Queries per minute per user exceeded.", "userRateLimitExceeded", "usageLimits")
+                log.append(now)
+        return None
+
     def _maybe_fault(self, op: str) -> None:
+        limited = self._rate_limited(op)
+        if limited is not None:
+            raise limited
         delay = 0.0
         error: GoogleError | None = None
         with self.state.lock:

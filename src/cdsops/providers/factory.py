@@ -72,10 +72,15 @@ def group_provider(cfg: Config, *, root: str = "/"):
     sec = _section(cfg, "group")
     if sec["kind"] == "local":
         return local.LocalGroupProvider(sec.get("group", cfg.data_group), root=root)
+    from cdsops.providers.retry import RateLimiter
+
     g = _google(cfg)
+    qpm = sec.get("calls_per_minute", 2400)  # the Directory API's default per-user quota
+    if not isinstance(qpm, int) or qpm < 0:
+        raise ConfigError("providers.group.calls_per_minute must be a whole number, 0 for no pacing")
     svc = google.build_service("directory", credentials_file=g.get("credentials_file"), subject=g.get("subject"))
     try:
-        return google.GoogleGroupProvider(_require(sec, "group", "group"), svc)
+        return google.GoogleGroupProvider(_require(sec, "group", "group"), svc, rate_limiter=RateLimiter(qpm, 60.0) if qpm else None)
     except ValueError as exc:
         raise ConfigError(f"providers.group: {exc}") from None
 

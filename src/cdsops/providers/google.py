@@ -31,7 +31,7 @@ from cdsops.providers.base import (
     SyncReport,
     VerificationFailed,
 )
-from cdsops.providers.retry import QUOTA, RETRY, Backoff, classify, error_reason
+from cdsops.providers.retry import QUOTA, RETRY, Backoff, RateLimiter, classify, error_reason
 
 __all__ = [
     "EMULATOR_ENV",
@@ -154,8 +154,9 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
 class _Caller:
     """Executes single requests with the retry policy and counts API calls."""
 
-    def __init__(self, backoff: Backoff | None):
+    def __init__(self, backoff: Backoff | None, limiter: RateLimiter | None = None):
         self.backoff = backoff or Backoff()
+        self.limiter = limiter
         self.api_calls = 0
         self.http_requests = 0
 
@@ -164,6 +165,8 @@ class _Caller:
 
         attempt = 0
         while True:
+            if self.limiter is not None:
+                self.limiter.acquire(1)
             self.api_calls += 1
             self.http_requests += 1
             try:
@@ -206,7 +209,10 @@ class GoogleGroupProvider:
         backoff: Backoff | None = None,
         batch_size: int = BATCH_MAX_CALLS,
         page_size: int = MEMBERS_PAGE_MAX,
+        rate_limiter: RateLimiter | None = None,
     ):
+        """``rate_limiter`` paces every call (list pages and each call inside a batch), e.g.
+        ``RateLimiter(2400, 60)`` for the Directory API's default per-user quota."""
         try:
             self.group = canonicalize(group)
         except InvalidEmail as exc:
@@ -220,6 +226,9 @@ class GoogleGroupProvider:
         self.batch_size = batch_size
         self.page_size = page_size
         self._members_resource: Any = None
+        self.rate_limiter = rate_limiter
+        if rate_limiter is not None:
+            self.batch_size = min(batch_size, rate_limiter.calls)
 
     # -- reading
     def _list(self, caller: _Caller) -> tuple[dict[str, str], int]:
@@ -244,7 +253,7 @@ class GoogleGroupProvider:
                 return managed, unmanaged
 
     def list_members(self) -> list[str]:
-        managed, _ = self._list(_Caller(self.backoff))
+        managed, _ = self._list(_Caller(self.backoff, self.rate_limiter))
         return sorted(managed)
 
     # -- writing
@@ -255,7 +264,7 @@ class GoogleGroupProvider:
                 want.add(canonicalize(d))
             except InvalidEmail as exc:
                 raise ProviderError(f"a desired member of {self.group} is not a valid address: {exc}") from None
-        caller = _Caller(self.backoff)
+        caller = _Caller(self.backoff, self.rate_limiter)
         current, unmanaged = self._list(caller)
         to_add = sorted(want - current.keys())
         to_remove = sorted(current.keys() - want)
@@ -304,6 +313,8 @@ class GoogleGroupProvider:
                 batch = self.service.new_batch(callback=cb)
                 for i, op in enumerate(chunk):
                     batch.add(self._request(op), request_id=str(i))
+                if self.rate_limiter is not None:
+                    self.rate_limiter.acquire(len(chunk))
                 caller.api_calls += len(chunk)
                 caller.http_requests += 1
                 try:

@@ -2,8 +2,15 @@
 
 Follows https://developers.google.com/admin-sdk/directory/v1/limits and
 https://cloud.google.com/iam/docs/retry-strategy : retry 429, 5xx and 403
-``rateLimitExceeded``/``userRateLimitExceeded`` with truncated exponential backoff; a
-``quotaExceeded``/``dailyLimitExceeded`` error does not get better by retrying: stop.
+``rateLimitExceeded``/``userRateLimitExceeded`` with truncated exponential backoff.
+
+``quotaExceeded`` (and ``dailyLimitExceeded``) stop the run cleanly (a project decision):
+the Directory API documents ``quotaExceeded`` as "the limit of concurrent requests for a
+certain operation has been reached - retry using exponential back-off", and the next run of
+the timer is that retry; ``dailyLimitExceeded`` must not be retried before the quota resets.
+
+:class:`RateLimiter` paces calls under a documented per-minute quota (2,400 queries per
+minute per user for the Directory API) so a large sync does not run into it at all.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-__all__ = ["Backoff", "classify", "error_reason", "RETRY", "QUOTA", "FATAL"]
+__all__ = ["Backoff", "RateLimiter", "classify", "error_reason", "RETRY", "QUOTA", "FATAL"]
 
 RETRY, QUOTA, FATAL = "retry", "quota", "fatal"
 _RATE_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded", "backendError", "internalError"})
@@ -39,6 +46,40 @@ class Backoff:
         d = self.delay(attempt)
         self.slept += d
         self.sleep(d)
+
+
+class RateLimiter:
+    """At most ``calls`` per ``per_seconds`` (sliding window), with a small safety margin.
+
+    ``acquire(n)`` blocks (through the injectable ``sleep``) until ``n`` more calls fit.
+    """
+
+    def __init__(self, calls: int, per_seconds: float = 60.0, *, margin: float = 0.05,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+        if calls < 1 or per_seconds <= 0:
+            raise ValueError("a rate limit needs at least one call per positive window")
+        import collections
+
+        self.calls, self.window = calls, per_seconds * (1 + margin) + margin
+        self.clock, self.sleep = clock, sleep
+        self._log: "collections.deque[float]" = collections.deque()
+        self.waited = 0.0
+
+    def acquire(self, n: int = 1) -> None:
+        if n > self.calls:
+            raise ValueError(f"{n} calls can never fit a limit of {self.calls} per window; send smaller batches")
+        while True:
+            now = self.clock()
+            while self._log and self._log[0] <= now - self.window:
+                self._log.popleft()
+            if len(self._log) + n <= self.calls:
+                self._log.extend([now] * n)
+                return
+            # wait until enough of the oldest calls leave the window
+            wait = self._log[len(self._log) + n - self.calls - 1] + self.window - now
+            wait = max(wait, 0.001)
+            self.waited += wait
+            self.sleep(wait)
 
 
 def error_reason(content: bytes | str | None) -> str:
