@@ -279,21 +279,23 @@ class EtcFile(object):
 
     def set(self, fields):
         """Replace the entry named ``fields[0]`` or append it; returns True when it changed."""
-        fields = [str(f) for f in fields]
+        fields = [f if type(f) is str else str(f) for f in fields]
         if len(fields) != self.nfields:
             raise EtcError("%s entry needs %d fields, got %d" % (self.kind, self.nfields, len(fields)))
-        for f in fields:
-            if ":" in f or "\n" in f or "\r" in f:
-                raise EtcError("%s entry field %r contains ':' or a line break" % (self.kind, f))
+        idx = self.index
+        i = idx.get(fields[0])
+        if i is not None and self._lines[i][1] == fields:
+            return False  # fast path: already there, exactly
+        joined = ":".join(fields)
+        if joined.count(":") != self.nfields - 1 or "\n" in joined or "\r" in joined:
+            bad = [f for f in fields if ":" in f or "\n" in f or "\r" in f]
+            raise EtcError("%s entry field %r contains ':' or a line break" % (self.kind, bad[0]))
         if not valid_name(fields[0]):
             raise EtcError("invalid name %r for a %s entry" % (fields[0], self.kind))
-        i = self.index.get(fields[0])
         if i is None:
             self._lines.append([None, fields])
-            self._index[fields[0]] = len(self._lines) - 1
+            idx[fields[0]] = len(self._lines) - 1
             return True
-        if self._lines[i][1] == fields:
-            return False
         self._lines[i] = [None, fields]
         return True
 
