@@ -73,7 +73,8 @@ CHANGE_SCHEMA: bq.Schema = (
     ("before", "STRING", "NULLABLE"),
     ("after", "STRING", "NULLABLE"),
 )
-META_SCHEMA: bq.Schema = (("key", "STRING", "NULLABLE"), ("value", "STRING", "NULLABLE"))
+# Not "key"/"value": bqemulator (DuckDB) takes a STRUCT<key, value> for a MAP and fails.
+META_SCHEMA: bq.Schema = (("meta_key", "STRING", "NULLABLE"), ("meta_value", "STRING", "NULLABLE"))
 
 DDL = {
     "students": """CREATE TABLE IF NOT EXISTS {t} (
@@ -398,9 +399,9 @@ class BigQueryStore:
         rows = [(str(k), str(v)) for k, v in sorted(values.items())]
         source, params, _ = self._rows_source("meta", META_SCHEMA, rows)
         self._query(
-            f"MERGE {self._t['meta']} AS t USING {source} AS s ON t.key = s.key "
-            "WHEN MATCHED THEN UPDATE SET value = s.value "
-            "WHEN NOT MATCHED THEN INSERT (key, value) VALUES (s.key, s.value)",
+            f"MERGE {self._t['meta']} AS t USING {source} AS s ON t.key = s.meta_key "
+            "WHEN MATCHED THEN UPDATE SET value = s.meta_value "
+            "WHEN NOT MATCHED THEN INSERT (key, value) VALUES (s.meta_key, s.meta_value)",
             params,
         )
 
