@@ -293,3 +293,90 @@ def test_license_check_reports_zero_without_the_ide(host):
     assert metrics["cdsops_rstudio_license_expiry_timestamp_seconds"] == "0"
     assert metrics["cdsops_rstudio_installed"] == "0"
     assert int(metrics["cdsops_rstudio_license_check_timestamp_seconds"]) > 0
+
+
+# The licence check's reading of a licensed Workbench, against a TEST DOUBLE of the vendor
+# CLI (the real one cannot be installed here): the parsing and the expiry arithmetic.
+LICENSE_DOUBLE = """set -e
+d=/tmp/cdsops-license-double; rm -rf "$d"; mkdir -p "$d/lic"
+printf '#!/bin/sh\\nexit 0\\n' > "$d/rserver"
+printf '#!/bin/sh\\n# TEST DOUBLE of rstudio-server license-manager status\\nprintf "%%s\\\\n" "$CDSOPS_DOUBLE_STATUS"\\nexit ${CDSOPS_DOUBLE_RC:-0}\\n' > "$d/rstudio-server"
+chmod 0755 "$d/rserver" "$d/rstudio-server"
+"""
+
+
+def _license_check(host, lic_file: str, status: str, rc: int = 0) -> dict[str, str]:
+    host.run_expect([0], LICENSE_DOUBLE + (f"touch /tmp/cdsops-license-double/lic/{lic_file}" if lic_file else "true"))
+    res = host.run(
+        "CDSOPS_RSERVER=/tmp/cdsops-license-double/rserver "
+        "CDSOPS_RSTUDIO_SERVER_CLI=/tmp/cdsops-license-double/rstudio-server "
+        "CDSOPS_RSTUDIO_LICENSE_DIR=/tmp/cdsops-license-double/lic "
+        f"CDSOPS_DOUBLE_STATUS='{status}' CDSOPS_DOUBLE_RC={rc} "
+        "/usr/local/sbin/cdsops-rstudio-license-check /tmp/cdsops-license-double/out"
+    )
+    assert res.rc == 0, res.stderr
+    text = host.file("/tmp/cdsops-license-double/out/cdsops_rstudio_license.prom").content_string
+    return dict(line.split() for line in text.splitlines() if line and not line.startswith("#"))
+
+
+@pytest.mark.parametrize(
+    ("lic_file", "status", "rc", "valid", "expiry"),
+    [
+        ("2099-12-31_RSW_Example_KEY.lic", "Status: Activated", 0, "1", "4102444800"),
+        ("2020-01-01_RSW_Example_KEY.lic", "Status: Activated", 0, "0", "1577923200"),
+        ("", "Status: Activated\nExpiration: 2099-12-31", 0, "1", "4102444800"),
+        ("", "Status: Expired", 0, "0", "0"),
+        ("", "Status: Activated", 1, "0", "0"),
+    ],
+    ids=["offline-file-valid", "offline-file-expired", "key-valid", "key-expired", "cli-error"],
+)
+def test_license_check_reads_a_licensed_workbench(host, lic_file, status, rc, valid, expiry):
+    m = _license_check(host, lic_file, status, rc)
+    assert m["cdsops_rstudio_installed"] == "1"
+    assert (m["cdsops_rstudio_license_valid"], m["cdsops_rstudio_license_expiry_timestamp_seconds"]) == (valid, expiry)
+
+
+# --- contract with the signin_gate role ---------------------------------------------------
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+
+
+def _render(path: str, context: dict) -> str:
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(os.path.dirname(path)), keep_trailing_newline=True)
+    env.filters["bool"] = lambda v: str(v).strip().lower() in ("1", "true", "yes", "on")
+    return env.get_template(os.path.basename(path)).render(ansible_managed="test render", **context)
+
+
+def test_site_with_the_signin_gate_snippets_passes_nginx_t(host):
+    """The IDE site with rstudio_server_signin_gate_enabled and the gate's own snippets is a
+    valid nginx configuration, and the client's X-RStudio-Username is replaced in location /."""
+    import yaml
+
+    gate = os.path.join(REPO, "roles", "signin_gate")
+    if not os.path.isdir(os.path.join(gate, "templates")):
+        pytest.skip("roles/signin_gate is not in this checkout")
+    ours = yaml.safe_load(open(os.path.join(REPO, "roles", "rstudio_server", "defaults", "main.yml")))
+    ours.update(rstudio_server_signin_gate_enabled=True, rstudio_server_nginx_listen_ipv6=False)
+    theirs = yaml.safe_load(open(os.path.join(gate, "defaults", "main.yml")))
+    site = _render(os.path.join(REPO, "roles", "rstudio_server", "templates", "nginx-rstudio.conf.j2"), ours)
+    assert "include /etc/nginx/snippets/cdsops-gate-server.conf;" in site
+    assert "include /etc/nginx/snippets/cdsops-gate-protect.conf;" in site
+    files = {
+        "/etc/nginx/snippets/cdsops-gate-server.conf":
+            _render(os.path.join(gate, "templates", "cdsops-gate-server.conf.j2"), theirs),
+        "/etc/nginx/snippets/cdsops-gate-protect.conf":
+            _render(os.path.join(gate, "templates", "cdsops-gate-protect.conf.j2"), theirs),
+        "/tmp/cdsops-gate-site.conf": site,
+    }
+    assert "proxy_set_header X-RStudio-Username" in files["/etc/nginx/snippets/cdsops-gate-protect.conf"]
+    for path in files:
+        assert path.startswith("/tmp/") or not host.file(path).exists, f"{path} exists; not overwriting it"
+    try:
+        for path, text in files.items():
+            host.run_expect([0], f"cat > {path} <<'CDSOPS_EOF'\n{text}CDSOPS_EOF")
+        res = host.run("/usr/local/sbin/cdsops-nginx-check-site /tmp/cdsops-gate-site.conf")
+        assert res.rc == 0, res.stderr
+    finally:
+        host.run("rm -f " + " ".join(files))
