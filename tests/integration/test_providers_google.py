@@ -338,3 +338,52 @@ def test_pacing_keeps_a_sync_under_the_per_minute_quota(sleeps: Sleeps) -> None:
         assert emu.members(G) == people(100) and not sleeps.calls  # not a single 403 to retry
         assert paced.batch_size == 40 and paced.rate_limiter.waited > 0
         assert rep.unchanged + len(rep.added) == 100
+
+
+def test_production_credentials_errors_are_clear(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.delenv("CDSOPS_GOOGLE_EMULATOR", raising=False)
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no gcloud application-default credentials
+    monkeypatch.setenv("NO_GCE_CHECK", "True")  # never probe a metadata server
+    with pytest.raises(ProviderError, match="cannot load the service-account key"):
+        build_service("directory", credentials_file=str(tmp_path / "missing.json"))
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"type": "service_account"}')
+    with pytest.raises(ProviderError, match="cannot load the service-account key"):
+        build_service("directory", credentials_file=str(bad))
+    with pytest.raises(ProviderError, match="no Google credentials for the crm API"):
+        build_service("crm")
+    with pytest.raises(ValueError, match="unknown Google API"):
+        build_service("gmail")
+
+
+def test_production_path_uses_the_key_scopes_and_delegated_subject(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """A throwaway service-account key: the clients get the documented scopes, the Directory
+    client impersonates the subject, and every URL points at Google (nothing is sent here)."""
+    import json as _json
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    monkeypatch.delenv("CDSOPS_GOOGLE_EMULATOR", raising=False)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    sa = tmp_path / "sa.json"
+    sa.write_text(_json.dumps({
+        "type": "service_account", "project_id": "course-project", "private_key_id": "0", "private_key": pem,
+        "client_email": "cdsops-sync@course-project.iam.gserviceaccount.com", "client_id": "1",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    }))
+    d = build_service("directory", credentials_file=str(sa), subject="groups-admin@example.org")
+    creds = d.resource._http.credentials
+    assert creds._subject == "groups-admin@example.org"
+    assert tuple(creds._scopes) == ("https://www.googleapis.com/auth/admin.directory.group.member",)
+    assert d.batch_uri == "https://admin.googleapis.com/batch"
+    req = d.resource.members().list(groupKey=G, maxResults=200)
+    assert req.uri.startswith("https://admin.googleapis.com/admin/directory/v1/groups/")
+    c = build_service("crm", credentials_file=str(sa))
+    assert tuple(c.resource._http.credentials._scopes) == ("https://www.googleapis.com/auth/cloud-platform",)
+    assert c.resource.projects().getIamPolicy(resource="projects/p", body={}).uri == "https://cloudresourcemanager.googleapis.com/v3/projects/p:getIamPolicy?alt=json"
+    b = build_service("bigquery", credentials_file=str(sa))
+    assert tuple(b.resource._http.credentials._scopes) == ("https://www.googleapis.com/auth/bigquery",)
+    assert b.resource.datasets().get(projectId="p", datasetId="d").uri == "https://bigquery.googleapis.com/bigquery/v2/projects/p/datasets/d?alt=json"

@@ -105,6 +105,7 @@ def build_service(
     """
     import google.auth
     import google.auth.credentials
+    import google.auth.exceptions
     import google_auth_httplib2
     import httplib2
     from googleapiclient.discovery import build
@@ -132,7 +133,13 @@ def build_service(
             except (OSError, ValueError) as exc:
                 raise ProviderError(f"cannot load the service-account key {credentials_file}: {exc}") from exc
         else:
-            creds, _project = google.auth.default(scopes=list(SCOPES[api]))
+            try:
+                creds, _project = google.auth.default(scopes=list(SCOPES[api]))
+            except google.auth.exceptions.DefaultCredentialsError:
+                raise ProviderError(
+                    f"no Google credentials for the {api} API: set providers.google.credentials_file to a service-account key, "
+                    f"or {EMULATOR_ENV} to use the emulator"
+                ) from None
         if subject:
             if not hasattr(creds, "with_subject"):
                 raise ProviderError("domain-wide delegation (subject) needs service-account credentials")
