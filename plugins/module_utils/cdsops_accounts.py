@@ -1,0 +1,301 @@
+# -*- coding: utf-8 -*-
+# Copyright: cdsops contributors. Apache-2.0.
+"""Target-side logic of the ``cdsops_accounts`` module (standard library only).
+
+One read of passwd/group/shadow/gshadow, validation of the whole request (refusals happen
+before anything is written), then one locked, atomic write of every file that changes and,
+after that, the home directories.
+
+Account states (what the module writes):
+
+* every managed account: ``passwd`` ``name:x:UID:UID::HOME:SHELL`` (empty GECOS: no name ever
+  lands on the host), a user-private group ``name:x:UID:``, ``gshadow`` ``name:!::`` and a
+  ``shadow`` entry whose password field starts with ``!`` (no password login: students sign
+  in through the gate);
+* ``active``: shadow expiry field empty;
+* ``expired``: shadow expiry field ``1`` (1970-01-02). pam_unix's account management
+  (``pam_acct_mgmt``), which RStudio Workbench, sshd, su and cron all call, refuses an expired
+  account ("account has expired"), whatever the authentication method; the password stays
+  locked too. Homes are never deleted.
+
+Interrupted-safe ordering: the files are written shadow -> gshadow -> group -> passwd, so an
+account is visible (passwd) only once its locked shadow entry exists, and a lock takes effect
+with the first file written. Homes are built in ``<home>.cdsops-tmp`` and renamed into
+place, so a home exists only complete; a rerun completes any missing home.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+import os
+import re
+import shutil
+import stat
+import time
+
+try:  # inside an Ansible module
+    from ansible.module_utils import cdsops_etc as etc
+except ImportError:  # tests and the cdsops package load it from plugins/module_utils
+    import cdsops_etc as etc  # type: ignore
+
+__all__ = ["AccountsError", "plan_changes", "apply", "EXPIRED_FIELD"]
+
+EXPIRED_FIELD = "1"  # shadow(5) expire: days since 1970-01-01; 1 is in the past
+HOME_TMP_SUFFIX = ".cdsops-tmp"
+STATUSES = ("active", "expired")
+
+
+class AccountsError(Exception):
+    """A request this module refuses; nothing was written."""
+
+
+def _today():
+    return str(int(time.time() // 86400))
+
+
+def validate(accounts, uid_min, uid_max, name_pattern):
+    """Return the request as a list of (username, uid, status), sorted by uid; raise on bad input."""
+    if not isinstance(uid_min, int) or not isinstance(uid_max, int) or uid_min < 1000 or uid_max < uid_min:
+        raise AccountsError("uid_min/uid_max must be whole numbers with 1000 <= uid_min <= uid_max (got %r, %r)" % (uid_min, uid_max))
+    try:
+        pat = re.compile(name_pattern)
+    except re.error as exc:
+        raise AccountsError("username_pattern %r is not a valid regular expression: %s" % (name_pattern, exc))
+    out, names, uids = [], {}, {}
+    for i, a in enumerate(accounts or []):
+        if not isinstance(a, dict):
+            raise AccountsError("accounts[%d] must be a mapping with username, uid and status" % i)
+        name, uid, status = a.get("username"), a.get("uid"), a.get("status", "active")
+        if isinstance(uid, str) and uid.isdigit():
+            uid = int(uid)
+        if not isinstance(name, str) or not pat.match(name) or not etc.valid_name(name):
+            raise AccountsError("accounts[%d]: username %r does not match the managed pattern %s" % (i, name, name_pattern))
+        if not isinstance(uid, int) or isinstance(uid, bool) or not uid_min <= uid <= uid_max:
+            raise AccountsError("accounts[%d] (%s): uid %r is outside the managed range %d-%d" % (i, name, uid, uid_min, uid_max))
+        if status not in STATUSES:
+            raise AccountsError("accounts[%d] (%s): status must be active or expired, not %r" % (i, name, status))
+        if name in names:
+            raise AccountsError("username %s appears twice in the request" % name)
+        if uid in uids:
+            raise AccountsError("uid %d is requested for both %s and %s" % (uid, uids[uid], name))
+        names[name] = uid
+        uids[uid] = name
+        out.append((name, uid, status))
+    out.sort(key=lambda t: t[1])
+    return out
+
+
+def _state(shadow_fields):
+    if shadow_fields is None:
+        return "absent"
+    return "expired" if shadow_fields[7] == EXPIRED_FIELD else "active"
+
+
+def plan_changes(root, request, uid_min, uid_max, name_pattern, shell="/bin/bash", home_base="/home", files=None):
+    """Compute what must change. Returns (files, changes, dirty) where ``files`` maps kind ->
+    EtcFile (already modified in memory), ``changes`` is a list of change dicts and ``dirty``
+    the set of kinds to write. Raises :class:`AccountsError` for every refusal."""
+    files = files or dict((k, etc.read(root, k)) for k in ("passwd", "group", "shadow", "gshadow"))
+    pw, gr, sh, gs = files["passwd"], files["group"], files["shadow"], files["gshadow"]
+    pat = re.compile(name_pattern)
+    by_uid, by_gid = {}, {}
+    for f in pw.entries():
+        try:
+            by_uid.setdefault(int(f[2]), f[0])
+        except ValueError:
+            pass
+    for f in gr.entries():
+        try:
+            by_gid.setdefault(int(f[2]), f[0])
+        except ValueError:
+            pass
+    # refusals first: nothing may be written when any account is wrong
+    for name, uid, _status in request:
+        cur = pw.get(name)
+        if cur is not None:
+            try:
+                cur_uid = int(cur[2])
+            except ValueError:
+                cur_uid = -1
+            if cur_uid != uid:
+                what = "a system account" if cur_uid < uid_min or cur_uid > uid_max else "an account"
+                raise AccountsError("refusing to touch %s: %s with uid %s exists, the plan wants uid %d" % (name, what, cur[2], uid))
+        other = by_uid.get(uid)
+        if other is not None and other != name:
+            raise AccountsError("refusing to create %s: uid %d already belongs to %s" % (name, uid, other))
+        g = gr.get(name)
+        if g is not None and g[2] != str(uid):
+            raise AccountsError("refusing to touch %s: group %s exists with gid %s, the plan wants gid %d" % (name, name, g[2], uid))
+        og = by_gid.get(uid)
+        if og is not None and og != name:
+            raise AccountsError("refusing to create %s: gid %d already belongs to group %s" % (name, uid, og))
+        if cur is not None and not pat.match(cur[0]):
+            raise AccountsError("refusing to touch %s: outside the managed username pattern" % name)
+    changes, dirty = [], set()
+    today = _today()
+    for name, uid, status in request:
+        home = os.path.join(home_base, name)
+        want_pw = [name, "x", str(uid), str(uid), "", home, shell]
+        cur_pw = pw.get(name)
+        cur_sh = sh.get(name)
+        before = _state(cur_sh) if cur_pw is not None else "absent"
+        if cur_pw is not None and cur_pw[5]:
+            want_pw[5] = cur_pw[5]  # never move an existing home
+        if cur_sh is None:
+            new_sh = [name, "!", today, "0", "99999", "7", "", "", ""]
+        else:
+            new_sh = list(cur_sh)
+            if not new_sh[1].startswith("!"):
+                new_sh[1] = "!" + new_sh[1]
+        new_sh[7] = EXPIRED_FIELD if status == "expired" else ""
+        touched = []
+        if sh.set(new_sh):
+            dirty.add("shadow")
+            touched.append("shadow")
+        if gs.get(name) is None:
+            gs.set([name, "!", "", ""])
+            dirty.add("gshadow")
+            touched.append("gshadow")
+        if gr.get(name) is None:
+            gr.set([name, "x", str(uid), ""])
+            dirty.add("group")
+            touched.append("group")
+        if pw.set(want_pw):
+            dirty.add("passwd")
+            touched.append("passwd")
+        if not touched:
+            continue
+        if before == "absent":
+            kind = "account.created"
+        elif before != status:
+            kind = "account.locked" if status == "expired" else "account.unlocked"
+        else:
+            kind = "account.updated"
+        changes.append({
+            "kind": kind,
+            "username": name,
+            "uid": uid,
+            "before": None if before == "absent" else {"state": before},
+            "after": {"state": status, "uid": uid, "files": touched} if kind != "account.created" else {"state": status, "uid": uid},
+        })
+    return files, changes, dirty
+
+
+WRITE_ORDER = ("shadow", "gshadow", "group", "passwd")
+
+
+def _copy_tree(src, dst, uid, gid):
+    """Copy ``src`` (a skeleton) into existing ``dst``, owned by uid:gid, no symlink following."""
+    for entry in sorted(os.listdir(src)):
+        s = os.path.join(src, entry)
+        d = os.path.join(dst, entry)
+        st = os.lstat(s)
+        if stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(s), d)
+        elif stat.S_ISDIR(st.st_mode):
+            os.mkdir(d, 0o700)
+            _copy_tree(s, d, uid, gid)
+            os.chmod(d, stat.S_IMODE(st.st_mode) & 0o755)
+        elif stat.S_ISREG(st.st_mode):
+            shutil.copyfile(s, d, follow_symlinks=False)
+            os.chmod(d, stat.S_IMODE(st.st_mode) & 0o755)
+        else:
+            continue
+        os.lchown(d, uid, gid)
+
+
+def homes_to_fix(root, request, home_base="/home"):
+    """(username, uid, path, problem) for homes that are missing or not uid:uid 0700."""
+    out = []
+    for name, uid, _status in request:
+        path = os.path.join(root, home_base.lstrip("/"), name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            out.append((name, uid, path, "missing"))
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            raise AccountsError("home of %s (%s) exists and is not a directory; refusing to touch it" % (name, path))
+        if st.st_uid != uid or st.st_gid != uid or stat.S_IMODE(st.st_mode) != 0o700:
+            out.append((name, uid, path, "owner/mode"))
+    return out
+
+
+def make_home(path, uid, skeletons):
+    tmp = path + HOME_TMP_SUFFIX
+    if os.path.lexists(tmp):
+        shutil.rmtree(tmp)  # left by an interrupted run: ours, never a real home
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.mkdir(tmp, 0o700)
+    for skel in skeletons:
+        if skel and os.path.isdir(skel):
+            _copy_tree(skel, tmp, uid, uid)
+    os.chown(tmp, uid, uid)
+    os.chmod(tmp, 0o700)
+    os.rename(tmp, path)
+
+
+def apply(root, accounts, uid_min, uid_max, name_pattern, shell="/bin/bash", home_base="/home",
+          skeleton="/etc/skel", materials=None, check_mode=False, lock_timeout=etc.LOCK_TIMEOUT):
+    """Bring the accounts to the request. Returns a dict: changed, changes, counts, diff."""
+    root = root or "/"
+    request = validate(accounts, uid_min, uid_max, name_pattern)
+    if not shell.startswith("/"):
+        raise AccountsError("shell must be an absolute path, not %r" % shell)
+    if not home_base.startswith("/"):
+        raise AccountsError("home_base must be an absolute path, not %r" % home_base)
+
+    def _plan():
+        return plan_changes(root, request, uid_min, uid_max, name_pattern, shell, home_base)
+
+    if check_mode:
+        _files, changes, dirty = _plan()
+    else:
+        with etc.lock(root, timeout=lock_timeout):
+            files, changes, dirty = _plan()
+            for kind in WRITE_ORDER:
+                if kind in dirty:
+                    etc.write(root, files[kind])
+    # homes after the files (a rerun completes what an interrupted run left)
+    skel = [os.path.join(root, s.lstrip("/")) if root != "/" else s for s in (skeleton, materials) if s]
+    if materials:
+        skel_dirs = skel[:-1]
+        mat_dir = skel[-1]
+    else:
+        skel_dirs, mat_dir = skel, None
+    home_changes = []
+    created_names = set(c["username"] for c in changes if c["kind"] == "account.created")
+    for name, uid, path, problem in homes_to_fix(root, request, home_base):
+        if name not in created_names:
+            home_changes.append({"kind": "home.created" if problem == "missing" else "home.fixed", "username": name,
+                                 "uid": uid, "before": None if problem == "missing" else {"problem": problem},
+                                 "after": {"mode": "0700"}})
+        if check_mode:
+            continue
+        if problem == "missing":
+            make_home(path, uid, skel_dirs)
+            if mat_dir and os.path.isdir(mat_dir):
+                dst = os.path.join(path, "course")
+                os.mkdir(dst, 0o700)
+                _copy_tree(mat_dir, dst, uid, uid)
+                os.chown(dst, uid, uid)
+        else:
+            os.chown(path, uid, uid, follow_symlinks=False)
+            os.chmod(path, 0o700)
+    changes = changes + home_changes
+    counts = {}
+    for c in changes:
+        counts[c["kind"]] = counts.get(c["kind"], 0) + 1
+    state = dict((s, 0) for s in STATUSES)
+    for _n, _u, s in request:
+        state[s] += 1
+    before_lines = "".join("%s %s\n" % (c["username"], (c["before"] or {}).get("state", "absent")) for c in changes if c["kind"].startswith("account."))
+    after_lines = "".join("%s %s\n" % (c["username"], c["after"].get("state", "")) for c in changes if c["kind"].startswith("account."))
+    return {
+        "changed": bool(changes),
+        "changes": changes,
+        "counts": counts,
+        "accounts": len(request),
+        "active": state["active"],
+        "expired": state["expired"],
+        "diff": {"before": before_lines, "after": after_lines, "before_header": "accounts", "after_header": "accounts"},
+    }

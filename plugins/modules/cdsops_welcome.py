@@ -1,0 +1,183 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: cdsops contributors; Apache-2.0
+"""Ansible module: send the due welcome / re-admission / expiry emails, each at most once."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: cdsops_welcome
+short_description: Send the plan's due notifications through the cdsops email provider and ledger
+description:
+  - Runs on the management host with the cdsops package (addresses never leave it). For each
+    due notification (C(student_id), C(admission), C(kind)) it looks the address up in the
+    store's profiles, renders the template and sends it through the configured provider
+    (C(providers.email) of the cdsops configuration: SMTP or SendGrid), recording it in the
+    notification ledger (the C(notifications) table of the DuckDB store), so each
+    (student, admission, kind) is sent at most once even across crashed runs.
+  - With I(outbox), messages are written as C(.eml) files into that directory instead of being
+    sent (the embedded default and the demo: no mail server, no network).
+  - Check mode reports what would be sent and sends nothing. Results carry usernames and
+    notification keys only, never an address or a name.
+version_added: "0.1.0"
+author: cdsops contributors
+options:
+  store:
+    description: The roster store (a DuckDB file path).
+    type: str
+    required: true
+  config:
+    description: The cdsops configuration file.
+    type: path
+  notifications:
+    description: Due notifications from the plan (C(student_id), C(username), C(admission), C(kind)).
+    type: list
+    elements: dict
+    default: []
+  outbox:
+    description: Write messages as files here instead of sending them.
+    type: path
+  context:
+    description: Template values (C(course_name), C(workspace_url), C(support_email), C(signature), C(registration_url)).
+    type: dict
+    default: {}
+"""
+
+EXAMPLES = r"""
+- name: Welcome emails
+  cdsops_welcome:
+    store: /var/lib/cdsops/roster.duckdb
+    notifications: "{{ cdsops_notifications }}"
+    context: {course_name: CDS 101, workspace_url: "https://ide.example.org"}
+"""
+
+RETURN = r"""
+changes:
+  description: One item per message sent (C(kind) email.welcome / email.readmission / email.expiry, C(username)).
+  returned: always
+  type: list
+  elements: dict
+report:
+  description: Counts of sent, skipped (already sent or in flight), failed, uncertain.
+  returned: always
+  type: dict
+"""
+
+import email.generator
+import os
+import tempfile
+
+from ansible.module_utils.basic import AnsibleModule
+
+_DEFAULT_CONTEXT = {
+    "course_name": "the course",
+    "workspace_url": "https://localhost",
+    "support_email": "support@localhost",
+    "signature": "The course team",
+    "registration_url": "https://localhost/register",
+}
+
+
+class FileOutbox(object):
+    """An email provider that writes each message as an .eml file (embedded default, demo)."""
+
+    def __init__(self, directory, sender="cds@localhost"):
+        self.directory, self.sender = directory, sender
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+
+    def send(self, message):
+        import email.message as em
+
+        msg = em.EmailMessage()
+        msg["From"] = self.sender
+        msg["To"] = message.to
+        msg["Subject"] = message.subject
+        msg.set_content(message.text)
+        name = str(message.key).replace("/", "-") + ".eml" if message.key else "message.eml"
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
+        with os.fdopen(fd, "w") as fh:
+            email.generator.Generator(fh).flatten(msg)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, os.path.join(self.directory, name))
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            store=dict(type="str", required=True),
+            config=dict(type="path"),
+            notifications=dict(type="list", elements="dict", default=[]),
+            outbox=dict(type="path"),
+            context=dict(type="dict", default={}),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        from cdsops.config import load_config
+        from cdsops.providers.base import NotificationKey
+        from cdsops.providers.email import DuckDBLedger, Notification, Notifier
+        from cdsops.providers.factory import email_provider
+        from cdsops.roster import iso
+        from cdsops.store import open_store
+    except ImportError as exc:
+        module.fail_json(msg="cdsops_welcome needs the cdsops package (run it on the management host with its venv python): %s" % exc)
+    due = []
+    for i, n in enumerate(p["notifications"]):
+        try:
+            due.append((int(n["student_id"]), str(n["username"]), int(n["admission"]), str(n["kind"])))
+        except (KeyError, TypeError, ValueError):
+            module.fail_json(msg="notifications[%d] needs student_id, username, admission and kind" % i)
+    if not due:
+        module.exit_json(changed=False, changes=[], report={"sent": 0, "skipped": 0, "failed": 0, "uncertain": 0})
+    if module.check_mode:
+        changes = [{"kind": "email." + k, "username": u, "student_id": s, "before": None, "after": {"admission": a}} for s, u, a, k in due]
+        module.exit_json(changed=True, changes=changes, report={"would_send": len(due)})
+    try:
+        cfg = load_config(p["config"])
+        store = open_store(p["store"])
+        students = dict((s.student_id, s) for s in store.load().students)
+        profiles = store.profiles([d[0] for d in due])
+        provider = FileOutbox(p["outbox"]) if p["outbox"] else email_provider(cfg)
+    except Exception as exc:
+        module.fail_json(msg="%s: %s" % (exc.__class__.__name__, exc))
+    context = dict(_DEFAULT_CONTEXT)
+    context.update((cfg.extra.get("email_context") or {}))
+    context.update(p["context"] or {})
+    items, missing = [], []
+    by_key = {}
+    for sid, username, adm, kind in due:
+        prof = profiles.get(sid)
+        if prof is None or not prof.email:
+            missing.append(username)
+            continue
+        key = NotificationKey(sid, str(adm), kind)
+        st = students.get(sid)
+        ctx = {"username": username, "first_name": (prof.full_name or "").split(" ")[0],
+               "expires_on": iso(st.expires_at)[:10] if st else ""}
+        items.append(Notification(key, prof.email, ctx))
+        by_key[str(key)] = (sid, username, adm, kind)
+    ledger = DuckDBLedger(p["store"])
+    try:
+        report = Notifier(provider, ledger, defaults=context).notify(items)
+    except Exception as exc:
+        module.fail_json(msg="%s: %s" % (exc.__class__.__name__, exc))
+    finally:
+        ledger.close()
+    changes = []
+    for name in report.sent:
+        sid, username, adm, kind = by_key[name]
+        changes.append({"kind": "email." + kind, "username": username, "student_id": sid, "before": None, "after": {"admission": adm}})
+    out = dict(changed=bool(report.sent), changes=changes, report=dict(report.summary(), no_address=len(missing)),
+               errors=report.errors)
+    if report.failed or report.uncertain:
+        module.fail_json(msg="%d notification(s) failed, %d uncertain (the next run retries the failed ones)" % (
+            len(report.failed), len(report.uncertain)), **out)
+    module.exit_json(**out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,338 @@
+"""The scheduled reconcile: sync the roster, check the guard, run ``playbooks/reconcile.yml``
+through ansible-runner, record every change, write metrics, print one JSON line.
+
+- an exclusive lock (``<state_dir>/reconcile.lock``, ``fcntl``): a second run exits at once
+  with :data:`EXIT_BUSY` and a clear message; a killed run's lock dies with it;
+- job and idle timeouts (ansible-runner ``job_timeout``/``idle_timeout``);
+- artifacts under ``<state_dir>/runner/artifacts/<run id>``, the newest ``keep_artifacts`` kept;
+- every change a module reports (``changes`` in its result: kind, username, before, after)
+  becomes one JSON line in the store's changes record, with the run id;
+- after a successful run the store's ``last_applied_at`` is set to the plan time (the guard
+  counts revocations since then);
+- node-exporter textfile metrics ``cdsops_reconcile_last_success_timestamp_seconds`` and
+  ``cdsops_reconcile_last_status`` (0 ok) in ``textfile_dir`` when that directory exists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterator
+
+from .config import Config
+from .plan import GuardError, check_guard
+from .store.base import ChangeRecord, format_meta_time
+
+__all__ = [
+    "Busy",
+    "RunSummary",
+    "reconcile",
+    "ansible_home",
+    "EXIT_OK",
+    "EXIT_FAILED",
+    "EXIT_GUARD",
+    "EXIT_TIMEOUT",
+    "EXIT_BUSY",
+    "STATUS_CODES",
+]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_GUARD = 3
+EXIT_TIMEOUT = 4
+EXIT_BUSY = 75  # EX_TEMPFAIL: another reconcile holds the lock; try again later
+STATUS_CODES = {"successful": 0, "failed": 1, "guard": 3, "timeout": 4, "canceled": 5, "error": 1}
+DEFAULT_TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
+METRICS_FILE = "cdsops_reconcile.prom"
+
+
+class Busy(RuntimeError):
+    """Another reconcile is running (the lock is held); nothing was done."""
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    status: str = "error"
+    changes: dict[str, int] = field(default_factory=dict)
+    duration_s: float = 0.0
+    failures: list[dict] = field(default_factory=list)
+    sync: dict | None = None
+    message: str = ""
+    artifacts: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        return STATUS_CODES.get(self.status, EXIT_FAILED)
+
+    def to_json(self) -> str:
+        out = {
+            "run_id": self.run_id,
+            "status": self.status,
+            "changes": dict(sorted(self.changes.items())),
+            "changed": sum(self.changes.values()),
+            "duration_s": round(self.duration_s, 3),
+            "failures": self.failures,
+        }
+        if self.sync is not None:
+            out["sync"] = self.sync
+        if self.message:
+            out["message"] = self.message
+        if self.artifacts:
+            out["artifacts"] = self.artifacts
+        return json.dumps(out, sort_keys=True)
+
+
+def ansible_home() -> Path:
+    """The directory holding ``playbooks/``, ``plugins/``, ``roles/`` and ``inventory/``:
+    ``$CDSOPS_ANSIBLE_HOME``, else the checkout cdsops is installed from."""
+    env = os.environ.get("CDSOPS_ANSIBLE_HOME")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2]
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                try:
+                    holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+                except OSError:
+                    holder = ""
+                raise Busy(
+                    f"another cdsops reconcile is running (lock {path}{', pid ' + holder if holder else ''}); "
+                    "nothing was done, the next run will pick up the changes"
+                ) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock (also when the process is killed)
+
+
+def write_metrics(textfile_dir: str | os.PathLike[str] | None, status: str, now: float | None = None) -> bool:
+    """Write the node-exporter textfile; the success timestamp only moves on success."""
+    if not textfile_dir:
+        return False
+    d = Path(textfile_dir)
+    if not d.is_dir():
+        return False
+    path = d / METRICS_FILE
+    last_success = None
+    try:
+        for line in path.read_text().splitlines():
+            if line.startswith("cdsops_reconcile_last_success_timestamp_seconds "):
+                last_success = float(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        last_success = None
+    now = time.time() if now is None else now
+    code = STATUS_CODES.get(status, EXIT_FAILED)
+    if code == 0:
+        last_success = now
+    lines = [
+        "# HELP cdsops_reconcile_last_status Status of the last cdsops reconcile (0 ok, 1 failed, 3 guard, 4 timeout, 5 canceled).",
+        "# TYPE cdsops_reconcile_last_status gauge",
+        f"cdsops_reconcile_last_status {code}",
+        "# HELP cdsops_reconcile_last_run_timestamp_seconds When the last cdsops reconcile finished.",
+        "# TYPE cdsops_reconcile_last_run_timestamp_seconds gauge",
+        f"cdsops_reconcile_last_run_timestamp_seconds {now:.3f}",
+    ]
+    if last_success is not None:
+        lines += [
+            "# HELP cdsops_reconcile_last_success_timestamp_seconds When the last successful cdsops reconcile finished.",
+            "# TYPE cdsops_reconcile_last_success_timestamp_seconds gauge",
+            f"cdsops_reconcile_last_success_timestamp_seconds {last_success:.3f}",
+        ]
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".cdsops_reconcile.")
+    with os.fdopen(fd, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    return True
+
+
+class _Collector:
+    """ansible-runner event handler: module changes and failures, nothing else kept."""
+
+    def __init__(self) -> None:
+        self.changes: list[tuple[str, dict]] = []
+        self.failures: list[dict] = []
+
+    def __call__(self, event: dict) -> bool:
+        kind = event.get("event")
+        data = event.get("event_data") or {}
+        if kind in ("runner_on_ok", "runner_on_failed"):
+            res = data.get("res") or {}
+            for c in res.get("changes") or ():
+                if isinstance(c, dict) and c.get("kind"):
+                    self.changes.append((data.get("host", ""), c))
+        if kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
+            res = data.get("res") or {}
+            msg = " ".join(str(res.get("msg", "")).split())[:500]
+            self.failures.append({"host": data.get("host", ""), "task": data.get("task", ""), "msg": msg,
+                                  "unreachable": kind == "runner_on_unreachable"})
+        return False  # do not keep the event in memory beyond the artifact file
+
+
+def _student_id(username: str | None, prefix: str) -> int | None:
+    if not username or not username.startswith(prefix):
+        return None
+    rest = username[len(prefix):]
+    return int(rest) if rest.isdigit() else None
+
+
+def _rotate(artifacts: Path, keep: int) -> None:
+    if keep <= 0 or not artifacts.is_dir():
+        return
+    runs = sorted((p for p in artifacts.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    import shutil
+
+    for p in runs[:-keep]:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def reconcile(
+    config: Config,
+    *,
+    config_path: str | None,
+    store_uri: str,
+    source: str | None = None,
+    now: datetime | None = None,
+    allow_mass_revoke: bool = False,
+    state_dir: str | os.PathLike[str] = "/var/lib/cdsops",
+    inventory: str | os.PathLike[str] | None = None,
+    playbook: str | os.PathLike[str] | None = None,
+    job_timeout: int = 1800,
+    idle_timeout: int = 600,
+    keep_artifacts: int = 20,
+    textfile_dir: str | os.PathLike[str] | None = DEFAULT_TEXTFILE_DIR,
+    envvars: dict[str, str] | None = None,
+    extravars: dict[str, Any] | None = None,
+    check: bool = False,
+) -> RunSummary:
+    """Run one reconcile; raises :class:`Busy` when another one holds the lock."""
+    from .service import compute_plan, new_run_id, roster_sync, utcnow
+    from .store import open_store
+
+    t0 = time.monotonic()
+    now = now or utcnow()
+    state = Path(state_dir)
+    home = ansible_home()
+    with exclusive_lock(state / "reconcile.lock"):
+        summary = RunSummary(new_run_id())
+        try:
+            if source:
+                report = roster_sync(source, store_uri, config, now, run_id=summary.run_id)
+                d = report.to_dict()
+                summary.sync = {"added": d["added"], "renewed": d["renewed"], "unchanged": d["unchanged"],
+                                "rejected": len(d["rejected"])}
+            plan = compute_plan(store_uri, config, now, enforce_guard=False)
+            check_guard(plan, allow_mass_revoke)
+        except GuardError as exc:
+            summary.status = "guard"
+            summary.message = " ".join(str(exc).split())
+            summary.duration_s = time.monotonic() - t0
+            write_metrics(textfile_dir, summary.status)
+            return summary
+        summary.status = _run_playbook(
+            summary, config, config_path=config_path, store_uri=store_uri, now=now, allow_mass_revoke=allow_mass_revoke,
+            state=state, home=home, inventory=inventory, playbook=playbook, job_timeout=job_timeout,
+            idle_timeout=idle_timeout, keep_artifacts=keep_artifacts, envvars=envvars, extravars=extravars, check=check,
+        )
+        if summary.status == "successful" and not check:
+            open_store(store_uri).set_meta({"last_applied_at": format_meta_time(now)})
+        summary.duration_s = time.monotonic() - t0
+        write_metrics(textfile_dir, summary.status)
+        return summary
+
+
+def _run_playbook(summary: RunSummary, config: Config, *, config_path, store_uri, now, allow_mass_revoke, state: Path,
+                  home: Path, inventory, playbook, job_timeout, idle_timeout, keep_artifacts, envvars, extravars,
+                  check) -> str:
+    import ansible_runner
+
+    from .store import open_store
+
+    pdd = state / "runner"
+    (pdd / "artifacts").mkdir(parents=True, exist_ok=True)
+    inv = Path(inventory) if inventory else home / "inventory" / "local" / "cdsops.yml"
+    book = Path(playbook) if playbook else home / "playbooks" / "reconcile.yml"
+    env = {
+        "ANSIBLE_CONFIG": str(home / "ansible.cfg"),
+        "ANSIBLE_LIBRARY": str(home / "plugins" / "modules"),
+        "ANSIBLE_MODULE_UTILS": str(home / "plugins" / "module_utils"),
+        "ANSIBLE_INVENTORY_PLUGINS": str(home / "plugins" / "inventory"),
+        "ANSIBLE_INVENTORY_ENABLED": "cdsops_roster,ansible.builtin.yaml,ansible.builtin.ini,ansible.builtin.host_list",
+        "ANSIBLE_ROLES_PATH": str(home / "roles"),
+        "ANSIBLE_HOST_KEY_CHECKING": "False",
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_NOCOLOR": "1",
+        "CDSOPS_ROSTER": str(store_uri),
+        "CDSOPS_NOW": format_meta_time(now),
+        "CDSOPS_ALLOW_MASS_REVOKE": "1" if allow_mass_revoke else "0",
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+    }
+    if config_path:
+        env["CDSOPS_CONFIG"] = str(Path(config_path).resolve())
+    for k in ("CDSOPS_SIGNIN_KEY", "CDSOPS_EMAIL_OUTBOX", "CDSOPS_GOOGLE_EMULATOR", "SENDGRID_API_KEY", "HOME",
+              "CONTAINERS_CONF", "XDG_RUNTIME_DIR"):
+        if k in os.environ:
+            env[k] = os.environ[k]
+    env.update(envvars or {})
+    collector = _Collector()
+    cmdline = "--check --diff" if check else None
+    try:
+        r = ansible_runner.run(
+            private_data_dir=str(pdd),
+            playbook=str(book),
+            inventory=str(inv),
+            ident=summary.run_id,
+            envvars=env,
+            extravars=extravars or {},
+            settings={"idle_timeout": idle_timeout, "job_timeout": job_timeout, "suppress_ansible_output": True},
+            quiet=True,
+            event_handler=collector,
+            cmdline=cmdline,
+        )
+        status = r.status
+        rc = r.rc
+    except Exception as exc:  # the runner itself could not start
+        summary.failures.append({"host": "", "task": "ansible-runner", "msg": f"{exc.__class__.__name__}: {exc}"})
+        status, rc = "error", None
+    finally:
+        _rotate(pdd / "artifacts", keep_artifacts)
+    summary.artifacts = str(pdd / "artifacts" / summary.run_id)
+    summary.failures.extend(collector.failures)
+    if status == "failed" and not summary.failures:
+        summary.failures.append({"host": "", "task": "", "msg": f"ansible-playbook exited with {rc}; see {summary.artifacts}/stdout"})
+    # record every change the modules made (also on failure: what happened, happened)
+    counts: dict[str, int] = {}
+    records = []
+    at = now
+    prefix = config.username_prefix
+    for host, c in collector.changes:
+        counts[c["kind"]] = counts.get(c["kind"], 0) + 1
+        after = c.get("after")
+        if isinstance(after, dict) or after is None:
+            after = dict(after or {}, host=host) if not check else dict(after or {}, host=host, check_mode=True)
+        records.append(ChangeRecord(summary.run_id, at, c["kind"], c.get("student_id") or _student_id(c.get("username"), prefix),
+                                    c.get("username"), c.get("before"), after))
+    summary.changes = counts
+    if records and not check:
+        open_store(store_uri).record_changes(records)
+    return status
