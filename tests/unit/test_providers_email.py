@@ -92,3 +92,16 @@ def test_ledger_shares_a_connection(tmp_path: Path) -> None:
     assert con.execute("SELECT count(*) FROM notifications").fetchone() == (1,)
     with pytest.raises(ValueError, match="path or a connection"):
         DuckDBLedger()
+
+
+def test_the_roster_store_reads_what_the_ledger_records(tmp_path: Path) -> None:
+    from cdsops.store import open_store
+
+    db = tmp_path / "roster.duckdb"
+    with DuckDBLedger(db) as led:
+        for sid, kind in ((1, "welcome"), (2, "welcome"), (3, "expiry")):
+            k = NotificationKey(sid, "1", kind)
+            led.claim(k)
+            if sid != 2:
+                led.mark_sent(k)  # 2 stays "sending": not sent as far as the plan knows
+    assert open_store(str(db)).sent_notifications() == frozenset({(1, 1, "welcome"), (3, 1, "expiry")})

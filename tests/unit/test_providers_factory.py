@@ -64,3 +64,15 @@ def test_config_errors(monkeypatch: pytest.MonkeyPatch, providers, which: str, m
     monkeypatch.delenv("NOPE_UNSET", raising=False)
     with pytest.raises(ConfigError, match=msg):
         getattr(factory, f"{which}_provider")(cfg(providers))
+
+
+def test_ledger_for_store(tmp_path) -> None:
+    from cdsops.providers.email import DuckDBLedger
+
+    led = factory.ledger_for_store(f"duckdb:{tmp_path / 'r.duckdb'}")
+    assert isinstance(led, DuckDBLedger)
+    led.close()
+    with pytest.raises(ConfigError, match="bigquery://PROJECT/DATASET"):
+        factory.ledger_for_store("bigquery://only-project")
+    with pytest.raises(ConfigError, match="no roster store"):
+        factory.ledger_for_store(" ")

@@ -33,7 +33,7 @@ from typing import Any, Mapping
 
 from cdsops.config import Config, ConfigError
 
-__all__ = ["group_provider", "access_provider", "email_provider"]
+__all__ = ["group_provider", "access_provider", "email_provider", "ledger_for_store"]
 
 _KINDS = {"group": ("local", "google"), "access": ("local", "google"), "email": ("smtp", "sendgrid")}
 
@@ -128,3 +128,20 @@ def email_provider(cfg: Config):
     if not key:
         raise ConfigError(f"providers.email: the SendGrid API key is read from ${env}, which is not set")
     return email.SendGridEmailProvider(key, sender, host=sec.get("host", "https://api.sendgrid.com"))
+
+
+def ledger_for_store(uri: str):
+    """The notification ledger that lives next to the roster store ``uri``:
+    ``bigquery://PROJECT/DATASET`` -> :class:`BigQueryLedger`, a DuckDB path -> :class:`DuckDBLedger`."""
+    if not uri or not uri.strip():
+        raise ConfigError("no roster store given for the notification ledger")
+    if uri.startswith("bigquery://"):
+        parts = uri[len("bigquery://"):].strip("/").split("/")
+        if len(parts) != 2 or not all(parts):
+            raise ConfigError(f"a BigQuery store is bigquery://PROJECT/DATASET, got {uri!r}")
+        from cdsops.providers.ledger_bigquery import BigQueryLedger
+
+        return BigQueryLedger(parts[0], parts[1])
+    from cdsops.providers.email import DuckDBLedger
+
+    return DuckDBLedger(uri[len("duckdb:"):] if uri.startswith("duckdb:") else uri)
