@@ -16,7 +16,7 @@ import pytest
 
 from cdsops.emulator import Emulator
 from cdsops.providers.base import NotificationKey, ProviderError, QuotaExceeded
-from cdsops.providers.email import DeliveryUncertain, DuckDBLedger, Notification, Notifier, SendGridEmailProvider, SMTPEmailProvider
+from cdsops.providers.email import DuckDBLedger, Notification, Notifier, SendGridEmailProvider, SMTPEmailProvider
 from cdsops.providers.google import GoogleGroupProvider, build_service
 from cdsops.providers.retry import Backoff
 

@@ -30,7 +30,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -460,7 +460,7 @@ class Emulator:
         with self.state.lock:
             pol = self.state.policies.get(project)
             if pol is None:
-                raise GoogleError(403, f"The caller does not have permission", "forbidden")
+                raise GoogleError(403, "The caller does not have permission", "forbidden")
             out = copy.deepcopy(pol)
         self._after_read(f"projects/{project}")
         return out

@@ -18,7 +18,7 @@ import shutil
 import stat
 import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 from cdsops.providers.base import AccessChange, AccessReport, ProviderError, SyncReport
 
