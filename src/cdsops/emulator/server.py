@@ -477,9 +477,10 @@ class Emulator:
                 raise GoogleError(403, "The caller does not have permission", "forbidden")
             etag = policy.get("etag")
             if etag is not None and etag != cur["etag"]:
-                # https://cloud.google.com/iam/docs/policies#etag
-                # "If the etag values do not match, the request fails with a 409 error code and
-                #  ABORTED status" (concurrency control by read-modify-write).
+                # Stale etag -> 409 ABORTED: https://cloud.google.com/iam/docs/policies#etag (policy
+                # concurrency control), https://cloud.google.com/iam/docs/retry-strategy ("409 ABORTED:
+                # retry the whole read-modify-write"); the IAM API reference states it verbatim: "If the
+                # etag values do not match, the request fails with a 409 error code and ABORTED status".
                 raise GoogleError(409, "There were concurrent policy changes. Please retry the whole read-modify-write with exponential backoff.", "aborted")
             if any(b.get("condition") for b in bindings) and version != 3:
                 # https://cloud.google.com/iam/docs/policies#versions (conditions need version 3)
