@@ -140,8 +140,12 @@ def build(store_uri, config_path, now, *, allow_mass_revoke=False, signin_key=No
         "cdsops_access_provider": access_kind,
         "cdsops_signin_map_enabled": key is not None,
     }
-    compute = {h: {"cdsops_accounts": [], "cdsops_members": [], "cdsops_signin_entries": [], "cdsops_signin_expired": []}
+    compute = {h: {"cdsops_accounts": [], "cdsops_members": [], "cdsops_signin_entries": [], "cdsops_signin_expired": [],
+                   "cdsops_revoking": 0}
                for h in cfg.compute_hosts}
+    for a in plan.revocations:
+        if a.host in compute:
+            compute[a.host]["cdsops_revoking"] += 1
     identities = {s.student_id: s.identity for s in snap.students}
     unplaced = 0
     active_ids = set()
@@ -174,6 +178,7 @@ def build(store_uri, config_path, now, *, allow_mass_revoke=False, signin_key=No
         "cdsops_store": store_uri,
         "cdsops_config_file": config_path or "",
         "cdsops_notifications": [n.to_dict() for n in plan.notifications],
+        "cdsops_revoking": len(plan.revocations),
         "cdsops_username_prefix": cfg.username_prefix,
         "cdsops_unplaced_accounts": unplaced,
         "cdsops_email_outbox": os.environ.get("CDSOPS_EMAIL_OUTBOX")

@@ -73,8 +73,8 @@ def _local(module):
         res = ensure_data_dir(p["root"], p["path"], p["group"], check_mode=module.check_mode, create=p["create"])
     except (ReconcileError, OSError) as exc:
         module.fail_json(msg=str(exc), changed=False)
-    changes = [{"kind": "access.changed", "username": None, "resource": c["path"], "before": c["before"], "after": c["after"]}
-               for c in res["changes"]]
+    changes = [{"kind": "access.changed", "username": None, "before": {"resource": c["path"], "state": c["before"]},
+                "after": {"resource": c["path"], "state": c["after"]}} for c in res["changes"]]
     out = dict(changed=res["changed"], changes=changes)
     if module._diff:
         out["diff"] = {"before": "".join("%s %s\n" % (c["path"], c["before"]) for c in res["changes"]),
@@ -92,8 +92,8 @@ def _google(module):
         report = access_provider(load_config(module.params["config"])).ensure(dry_run=module.check_mode)
     except Exception as exc:
         module.fail_json(msg="%s: %s" % (exc.__class__.__name__, exc), changed=False)
-    changes = [{"kind": "access.changed", "username": None, "resource": c.resource, "before": list(c.before), "after": list(c.after)}
-               for c in report.changes if c.changed]
+    changes = [{"kind": "access.changed", "username": None, "before": {"resource": c.resource, "roles": list(c.before)},
+                "after": {"resource": c.resource, "roles": list(c.after)}} for c in report.changes if c.changed]
     out = dict(changed=report.changed, changes=changes, api_calls=report.api_calls)
     if module._diff:
         out["diff"] = report.diff()

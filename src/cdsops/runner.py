@@ -20,6 +20,7 @@ import errno
 import fcntl
 import json
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -231,6 +232,8 @@ def reconcile(
 
     t0 = time.monotonic()
     now = now or utcnow()
+    if "://" not in store_uri and not store_uri.startswith(("duckdb:", "bigquery:")):
+        store_uri = str(Path(store_uri).resolve())  # the playbook runs in another directory
     state = Path(state_dir)
     home = ansible_home()
     with exclusive_lock(state / "reconcile.lock"):
@@ -270,6 +273,11 @@ def _run_playbook(summary: RunSummary, config: Config, *, config_path, store_uri
 
     pdd = state / "runner"
     (pdd / "artifacts").mkdir(parents=True, exist_ok=True)
+    # ansible-runner writes the run's env/ (envvars, settings, extravars) once and then prefers
+    # those files over its arguments: start every run from a clean env/
+    import shutil
+
+    shutil.rmtree(pdd / "env", ignore_errors=True)
     inv = Path(inventory) if inventory else home / "inventory" / "local" / "cdsops.yml"
     book = Path(playbook) if playbook else home / "playbooks" / "reconcile.yml"
     env = {
@@ -285,7 +293,8 @@ def _run_playbook(summary: RunSummary, config: Config, *, config_path, store_uri
         "CDSOPS_ROSTER": str(store_uri),
         "CDSOPS_NOW": format_meta_time(now),
         "CDSOPS_ALLOW_MASS_REVOKE": "1" if allow_mass_revoke else "0",
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        # ansible-playbook of this venv first (the timer's unit has a minimal PATH)
+        "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")]),
     }
     if config_path:
         env["CDSOPS_CONFIG"] = str(Path(config_path).resolve())
@@ -296,6 +305,8 @@ def _run_playbook(summary: RunSummary, config: Config, *, config_path, store_uri
     env.update(envvars or {})
     collector = _Collector()
     cmdline = "--check --diff" if check else None
+    old_path = os.environ.get("PATH")
+    os.environ["PATH"] = env["PATH"]  # ansible-runner looks ansible-playbook up in its own PATH
     try:
         r = ansible_runner.run(
             private_data_dir=str(pdd),
@@ -315,6 +326,10 @@ def _run_playbook(summary: RunSummary, config: Config, *, config_path, store_uri
         summary.failures.append({"host": "", "task": "ansible-runner", "msg": f"{exc.__class__.__name__}: {exc}"})
         status, rc = "error", None
     finally:
+        if old_path is None:
+            os.environ.pop("PATH", None)
+        else:
+            os.environ["PATH"] = old_path
         _rotate(pdd / "artifacts", keep_artifacts)
     summary.artifacts = str(pdd / "artifacts" / summary.run_id)
     summary.failures.extend(collector.failures)
