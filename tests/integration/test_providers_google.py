@@ -70,6 +70,9 @@ def test_sync_sends_only_differences_compared_by_canonical_identity(emu: Emulato
     again = p.sync(["firstlast@gmail.com", "new@example.org"])
     assert not again.changed and again.api_calls == 1  # no-change sync costs the list pages only
     assert "@" not in str(again.summary())
+    # a wanted person who is an owner already has access: not added (409) and reported again on every run
+    owner = p.sync(["firstlast@gmail.com", "new@example.org", "owner@example.org"])
+    assert not owner.changed and owner.unchanged == 3 and emu.calls("directory.members.insert") == 1
 
 
 def test_batches_hold_at_most_batch_size_calls(emu: Emulator, sleeps: Sleeps) -> None:

@@ -238,23 +238,26 @@ class GoogleGroupProvider:
             self.batch_size = min(batch_size, rate_limiter.calls)
 
     # -- reading
-    def _list(self, caller: _Caller) -> tuple[dict[str, str], int]:
+    def _list(self, caller: _Caller) -> tuple[dict[str, str], set[str]]:
+        """(managed members: canonical -> address as listed, canonical ids of unmanaged entries)."""
         members = self.service.resource.members()
         managed: dict[str, str] = {}
-        unmanaged = 0
+        unmanaged: set[str] = set()
         token = None
         while True:
             req = members.list(groupKey=self.group, maxResults=self.page_size, pageToken=token)
             page = caller.execute(req, "members.list")
             for m in page.get("members", []):
-                email = m.get("email") or ""
-                if m.get("role", "MEMBER") != "MEMBER" or m.get("type", "USER") != "USER":
-                    unmanaged += 1
-                    continue
+                email = m.get("email") or m.get("id") or ""
                 try:
-                    managed[canonicalize(email)] = email
+                    ident = canonicalize(email)
                 except InvalidEmail:
-                    unmanaged += 1
+                    unmanaged.add(email)
+                    continue
+                if m.get("role", "MEMBER") != "MEMBER" or m.get("type", "USER") != "USER":
+                    unmanaged.add(ident)
+                else:
+                    managed[ident] = email
             token = page.get("nextPageToken")
             if not token:
                 return managed, unmanaged
@@ -272,10 +275,12 @@ class GoogleGroupProvider:
             except InvalidEmail as exc:
                 raise ProviderError(f"a desired member of {self.group} is not a valid address: {exc}") from None
         caller = _Caller(self.backoff, self.rate_limiter)
-        current, unmanaged = self._list(caller)
-        to_add = sorted(want - current.keys())
+        current, unmanaged_ids = self._list(caller)
+        unmanaged = len(unmanaged_ids)
+        # A wanted person who is already in the group as an owner or manager has access: unchanged.
+        to_add = sorted(want - current.keys() - unmanaged_ids)
         to_remove = sorted(current.keys() - want)
-        unchanged = len(want & current.keys())
+        unchanged = len(want & (current.keys() | unmanaged_ids))
 
         def report(added: Iterable[str], removed: Iterable[str]) -> SyncReport:
             return SyncReport(
