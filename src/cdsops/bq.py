@@ -41,7 +41,7 @@ __all__ = [
 ENDPOINT_ENV = "CDSOPS_BIGQUERY_ENDPOINT"
 TIMEOUT_ENV = "CDSOPS_BIGQUERY_TIMEOUT"
 DEFAULT_TIMEOUT = 120.0
-PAGE_SIZE = 50_000
+PAGE_SIZE = 10_000
 
 _PROJECT_RE = re.compile(r"[a-z][a-z0-9.:-]{2,62}[a-z0-9]\Z")
 _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,1023}\Z")

@@ -303,7 +303,30 @@ def _check_roster(students, identities):
     assert sorted(ids) == list(range(1, len(ids) + 1))  # dense: no id lost
 
 
-def test_race_two_syncs_that_read_the_same_roster(client, endpoint):
+def test_indexed_sync_equals_the_pure_sync_over_the_whole_roster(client, endpoint):
+    ds = new_dataset(client, "eq")
+    store = BigQueryStore(PROJECT, ds)
+    batches = [
+        [("alice@gmail.com", 1), ("a.lice+x@googlemail.com", 3), ("bob@example.org", 2)],
+        [("bob@example.org", 2), ("carol@example.org", 0)],  # bob unchanged, carol new
+        [("ALICE@gmail.com", 200), ("dave@example.org", 5), ("bob@example.org", 2)],  # alice re-admitted
+        [],
+        [(f"many{i}@example.org", i) for i in range(6)] + [("carol@example.org", 9)],  # over index_limit
+    ]
+    pure = ()
+    for i, pairs in enumerate(batches):
+        store.index_limit = 5 if i == len(batches) - 1 else 5000
+        expected = pure_sync(pure, regs(pairs), CFG)
+        got = store.sync_registrations(regs(pairs), CFG, run_id=f"r{i}", now=T0 + timedelta(days=300))
+        assert got.counts == expected.counts, i
+        assert [s.student_id for s in got.added] == [s.student_id for s in expected.added]
+        assert [c.to_dict() for c in got.changes] == [c.to_dict() for c in expected.changes]
+        pure = expected.students
+    assert store.load().students == pure
+
+
+@pytest.mark.parametrize("path", ["sync", "sync_registrations"])
+def test_race_two_syncs_that_read_the_same_roster(client, endpoint, path, monkeypatch):
     """Deterministic race: both syncs read the same revision before either writes."""
     ds = new_dataset(client, "race")
     stores = [BigQueryStore(PROJECT, ds), BigQueryStore(PROJECT, ds)]
@@ -314,15 +337,21 @@ def test_race_two_syncs_that_read_the_same_roster(client, endpoint):
     barrier = threading.Barrier(2, timeout=60)
     attempts = [0, 0]
 
-    def run(i):
-        def compute(snap):
-            attempts[i] += 1
-            out = pure_sync(snap.students, batches[i], CFG)
-            if attempts[i] == 1:
-                barrier.wait()  # both have read and computed; now both write
-            return out
+    write = BigQueryStore._write_students
 
-        return stores[i].sync(compute, run_id=f"t{i}", now=T0 + timedelta(days=10))
+    def write_after_both_read(self, students, revision, now):
+        i = stores.index(self)
+        attempts[i] += 1
+        if attempts[i] == 1:
+            barrier.wait()  # both have read and computed; now both write
+        return write(self, students, revision, now)
+
+    monkeypatch.setattr(BigQueryStore, "_write_students", write_after_both_read)
+
+    def run(i):
+        if path == "sync_registrations":
+            return stores[i].sync_registrations(batches[i], CFG, run_id=f"t{i}", now=T0 + timedelta(days=10))
+        return stores[i].sync(lambda snap: pure_sync(snap.students, batches[i], CFG), run_id=f"t{i}", now=T0 + timedelta(days=10))
 
     with ThreadPoolExecutor(2) as pool:
         outs = list(pool.map(run, [0, 1]))

@@ -36,7 +36,10 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Sequence
 
 from .. import bq
-from ..roster import Profile, Student, SyncOutcome
+from ..config import Config
+from ..registrations import Registration
+from ..roster import Profile, RosterBase, Student, SyncOutcome
+from ..roster import sync as roster_sync
 from .base import STUDENT_COLUMNS, ChangeRecord, Snapshot, StoreError, SyncFn, format_meta_time, student_from_row, utc
 
 __all__ = ["BigQueryStore", "revision_of"]
@@ -104,6 +107,8 @@ class BigQueryStore:
     inline_limit = 500
     #: attempts of read-compute-write before giving up on a racing roster
     max_attempts = 8
+    #: batches of up to this many identities read only the students they touch
+    index_limit = 5000
 
     def __init__(self, project: str, dataset: str, *, client: Any = None) -> None:
         self.project = project
@@ -279,6 +284,71 @@ class BigQueryStore:
             self._write_after(outcome, run_id, now, meta or {})
             return outcome
         raise StoreError(f"{CONFLICT_MESSAGE} (roster store {self.uri}, {self.max_attempts} attempts); try again")
+
+    def sync_registrations(
+        self,
+        registrations: Sequence[Registration],
+        config: Config,
+        *,
+        run_id: str,
+        now: datetime,
+        meta: Mapping[str, str] | None = None,
+    ) -> SyncOutcome:
+        """The same result as ``sync(lambda snap: roster.sync(snap.students, registrations, config))``,
+        reading only the students the batch names (the usual small incremental batch)
+        instead of the whole roster. Same guarded MERGE and retries as :meth:`sync`.
+
+        Consistency: the revision (with the highest id and the host loads) is read first,
+        the named students after it. If anything was written in between, the revision
+        has moved (writes only increase it), so the guarded MERGE applies nothing and the
+        sync is retried; if nothing was, everything read belongs to that revision."""
+        registrations = list(registrations)
+        identities = sorted({r.identity for r in registrations})
+        if len(identities) > self.index_limit:
+            return self.sync(lambda snap: roster_sync(snap.students, registrations, config), run_id=run_id, now=now, meta=meta)
+        self._ensure()
+        for attempt in range(self.max_attempts):
+            try:
+                revision, max_id, loads = self._summary()
+                known = self._students_named(identities) if identities else ()
+            except bq.api_errors() as exc:
+                raise self._fail("read", exc) from None
+            index = {s.identity: s for s in known}
+            seen: dict[str, bool] = {}
+            for r in registrations:
+                if seen.get(r.identity):
+                    continue
+                k = index.get(r.identity)
+                seen[r.identity] = k is None or r.submitted_at not in k.agreements
+            touched = {i for i, t in seen.items() if t}
+            batch = [r for r in registrations if r.identity in touched]
+            base = RosterBase(max_id, loads, len(seen) - len(touched))
+            outcome = roster_sync([index[i] for i in sorted(touched) if i in index], batch, config, base=base)
+            students = list(outcome.added) + list(outcome.changed_agreements)
+            if students and not self._write_students(students, revision, now):
+                time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
+                continue
+            self._write_after(outcome, run_id, now, meta or {})
+            return outcome
+        raise StoreError(f"{CONFLICT_MESSAGE} (roster store {self.uri}, {self.max_attempts} attempts); try again")
+
+    def _summary(self) -> tuple[int, int, dict[str, int]]:
+        """(revision, highest student id, students per host) in one query."""
+        _, rows = self._query(
+            f"SELECT host, COUNT(*), IFNULL(SUM(ARRAY_LENGTH(agreements)), 0), MAX(student_id) "
+            f"FROM {self._t['students']} GROUP BY host"
+        )
+        revision = sum(int(r[1]) + int(r[2]) for r in rows)
+        max_id = max((int(r[3]) for r in rows), default=0)
+        return revision, max_id, {str(r[0]): int(r[1]) for r in rows}
+
+    def _students_named(self, identities: Sequence[str]) -> tuple[Student, ...]:
+        _, rows = self._query(
+            f"SELECT {', '.join(STUDENT_COLUMNS)} FROM {self._t['students']} "
+            "WHERE identity IN UNNEST(@identities) ORDER BY student_id",
+            [bq.array("identities", "STRING", identities)],
+        )
+        return tuple(student_from_row(r) for r in rows)
 
     def _rows_source(self, name: str, schema: bq.Schema, rows: Sequence[Sequence[Any]]) -> tuple[str, list[Any], str | None]:
         """(FROM clause, parameters, staging table to drop) for ``rows``."""
