@@ -103,6 +103,7 @@ class BigQueryEmulator:
         self._log = open(os.path.join(self._workdir, "bqemulator.log"), "w+b")
         env = dict(os.environ)
         env.pop("BIGQUERY_EMULATOR_HOST", None)
+        env["TMPDIR"] = self._workdir  # its upload spool (bqemu_uploads/) goes away with the workdir
         cmd = [
             _executable(), "start",
             "--rest-host", "127.0.0.1", "--rest-port", str(port),
