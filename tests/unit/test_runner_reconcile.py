@@ -1,0 +1,101 @@
+"""cdsops.runner: lock, metrics, summary, guard, failure status, and the CLI wiring."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from cdsops.config import load_config
+from cdsops.runner import Busy, RunSummary, exclusive_lock, reconcile, write_metrics
+from cdsops.service import roster_sync
+from cdsops.store import open_store
+from cdsops.store.base import format_meta_time
+
+T0 = datetime(2026, 6, 1, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def world(tmp_path):
+    cfg = tmp_path / "cdsops.yml"
+    cfg.write_text("compute_hosts: [cdsops-no-such-container]\nmax_revoke_fraction: 0.1\n")
+    src = tmp_path / "reg.csv"
+    with open(src, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["submitted_at", "email", "full_name", "city", "country", "agreed_dua", "agreed_terms"])
+        for i in range(1, 11):
+            w.writerow([(T0 + timedelta(minutes=i)).strftime("%Y-%m-%dT%H:%M:%SZ"), f"u{i}@example.org", f"N{i}", "C", "K", "Yes", "Yes"])
+    store = str(tmp_path / "roster.duckdb")
+    roster_sync(str(src), store, load_config(cfg), T0 + timedelta(hours=1))
+    return {"cfg": str(cfg), "store": store, "tmp": tmp_path, "src": str(src)}
+
+
+def test_lock_is_exclusive_and_names_the_holder(tmp_path):
+    lock = tmp_path / "reconcile.lock"
+    with exclusive_lock(lock):
+        with pytest.raises(Busy, match="another cdsops reconcile is running"):
+            with exclusive_lock(lock):
+                pass
+    with exclusive_lock(lock):  # released
+        pass
+
+
+def test_metrics_success_timestamp_only_moves_on_success(tmp_path):
+    assert write_metrics(tmp_path / "missing", "successful") is False
+    assert write_metrics(tmp_path, "successful", now=100.0)
+    text = (tmp_path / "cdsops_reconcile.prom").read_text()
+    assert "cdsops_reconcile_last_status 0" in text and "cdsops_reconcile_last_success_timestamp_seconds 100.000" in text
+    write_metrics(tmp_path, "failed", now=200.0)
+    text = (tmp_path / "cdsops_reconcile.prom").read_text()
+    assert "cdsops_reconcile_last_status 1" in text
+    assert "cdsops_reconcile_last_success_timestamp_seconds 100.000" in text
+    assert "cdsops_reconcile_last_run_timestamp_seconds 200.000" in text
+
+
+@pytest.mark.parametrize("status, code", [("successful", 0), ("failed", 1), ("guard", 3), ("timeout", 4), ("canceled", 5), ("error", 1)])
+def test_summary_is_one_json_line_with_exit_code(status, code):
+    s = RunSummary("r1", status=status, changes={"b": 2, "a": 1}, duration_s=1.23456)
+    line = s.to_json()
+    assert "\n" not in line
+    d = json.loads(line)
+    assert d["run_id"] == "r1" and d["status"] == status and d["changed"] == 3 and d["duration_s"] == 1.235
+    assert list(d["changes"]) == ["a", "b"]
+    assert s.exit_code == code
+
+
+def test_guard_stops_before_the_playbook(world):
+    open_store(world["store"]).set_meta({"last_applied_at": format_meta_time(T0 + timedelta(hours=1))})
+    s = reconcile(load_config(world["cfg"]), config_path=world["cfg"], store_uri=world["store"], now=T0 + timedelta(days=400),
+                  state_dir=world["tmp"] / "state", textfile_dir=world["tmp"])
+    assert s.status == "guard" and s.exit_code == 3 and "max_revoke_fraction" in s.message
+    assert not (world["tmp"] / "state" / "runner").exists()  # ansible never started
+    assert "cdsops_reconcile_last_status 3" in (world["tmp"] / "cdsops_reconcile.prom").read_text()
+
+
+def test_unreachable_host_fails_with_the_reason_and_does_not_mark_applied(world):
+    s = reconcile(load_config(world["cfg"]), config_path=world["cfg"], store_uri=world["store"], now=T0 + timedelta(days=1),
+                  state_dir=world["tmp"] / "state", textfile_dir=world["tmp"], extravars={"cdsops_email_enabled": False})
+    assert s.status == "failed" and s.exit_code == 1
+    assert s.failures and s.failures[0]["host"] == "cdsops-no-such-container"
+    assert "last_applied_at" not in open_store(world["store"]).load_meta()
+    assert Path(s.artifacts, "stdout").exists()
+
+
+def test_cli_reconcile_busy_and_usage(world):
+    cli = [sys.executable, "-m", "cdsops.cli", "--config", world["cfg"], "reconcile"]
+    out = subprocess.run(cli, capture_output=True, text=True)
+    assert out.returncode == 1 and "no roster store" in out.stderr
+    state = world["tmp"] / "state"
+    with exclusive_lock(state / "reconcile.lock"):
+        out = subprocess.run(cli + ["--roster", world["store"], "--state-dir", str(state)], capture_output=True, text=True)
+    assert out.returncode == 75 and "another cdsops reconcile is running" in out.stderr and out.stdout == ""
+    out = subprocess.run(cli + ["--roster", world["store"], "--state-dir", str(state), "--now", "2027-09-01T00:00:00Z",
+                                "--textfile-dir", str(world["tmp"])], capture_output=True, text=True)
+    # everyone expired since the sync: the guard stops the run, exit 3, one JSON line on stdout
+    assert out.returncode == 3, out.stderr
+    assert json.loads(out.stdout)["status"] == "guard" and "allow-mass-revoke" in out.stderr
