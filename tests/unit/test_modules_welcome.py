@@ -1,0 +1,104 @@
+"""cdsops_welcome through a real ansible-playbook on localhost: check mode, send once, no address in results."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from cdsops.config import load_config
+from cdsops.service import compute_plan, roster_sync
+
+REPO = Path(__file__).resolve().parents[2]
+T0 = datetime(2026, 6, 1, tzinfo=timezone.utc)
+
+PLAY = """
+- hosts: localhost
+  gather_facts: false
+  vars:
+    due: %(due)s
+  tasks:
+    - name: check
+      cdsops_welcome: {store: "%(store)s", config: "%(cfg)s", outbox: "%(outbox)s", notifications: "{{ due }}"}
+      check_mode: true
+      register: check
+    - name: send
+      cdsops_welcome: {store: "%(store)s", config: "%(cfg)s", outbox: "%(outbox)s", notifications: "{{ due }}",
+                       context: {course_name: Test Course}}
+      register: send
+    - name: again
+      cdsops_welcome: {store: "%(store)s", config: "%(cfg)s", outbox: "%(outbox)s", notifications: "{{ due }}"}
+      register: again
+    - name: bad
+      cdsops_welcome: {store: "%(store)s", notifications: [{student_id: 1}]}
+      register: bad
+      ignore_errors: true
+    - name: dump
+      ansible.builtin.copy:
+        dest: "%(out)s"
+        content: "{{ {'check': check, 'send': send, 'again': again, 'bad': bad} | to_json }}"
+"""
+
+
+@pytest.fixture(scope="module")
+def played(tmp_path_factory):
+    d = tmp_path_factory.mktemp("welcome")
+    cfg = d / "cdsops.yml"
+    cfg.write_text("compute_hosts: [c1]\n")
+    src = d / "reg.csv"
+    with open(src, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["submitted_at", "email", "full_name", "city", "country", "agreed_dua", "agreed_terms"])
+        for i in range(1, 6):
+            w.writerow([(T0 + timedelta(minutes=i)).strftime("%Y-%m-%dT%H:%M:%SZ"), f"person{i}@example.org", f"First{i} Last{i}",
+                        "C", "K", "Yes", "Yes"])
+    store = d / "roster.duckdb"
+    now = T0 + timedelta(hours=1)
+    roster_sync(str(src), str(store), load_config(cfg), now)
+    plan = compute_plan(str(store), load_config(cfg), now, enforce_guard=False)
+    due = [n.to_dict() for n in plan.notifications]
+    out = d / "out.json"
+    (d / "play.yml").write_text(PLAY % {"due": json.dumps(due), "store": store, "cfg": cfg, "outbox": d / "outbox", "out": out})
+    env = dict(os.environ, ANSIBLE_LIBRARY=str(REPO / "plugins/modules"), ANSIBLE_MODULE_UTILS=str(REPO / "plugins/module_utils"),
+               ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
+    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local",
+                           "-e", f"ansible_python_interpreter={sys.executable}", str(d / "play.yml")],
+                          env=env, capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    return json.loads(out.read_text()), d, plan, cfg, store, now
+
+
+def test_check_mode_sends_nothing(played):
+    res, d, *_ = played
+    assert res["check"]["changed"] and res["check"]["report"] == {"would_send": 5}
+
+
+def test_sends_each_once_and_records_it(played):
+    res, d, plan, cfg, store, now = played
+    assert res["send"]["changed"] and res["send"]["report"]["sent"] == 5
+    assert sorted(c["username"] for c in res["send"]["changes"]) == [f"s{i:06d}" for i in range(1, 6)]
+    assert {c["kind"] for c in res["send"]["changes"]} == {"email.welcome"}
+    files = sorted((d / "outbox").iterdir())
+    assert len(files) == 5
+    text = files[0].read_text()
+    assert "To: person" in text and "Test Course" in text and "s00000" in text
+    assert res["again"]["changed"] is False and res["again"]["report"]["skipped"] == 5
+    # the plan no longer lists them (the ledger is the store's notifications table)
+    assert compute_plan(str(store), load_config(cfg), now, enforce_guard=False).notifications == ()
+
+
+def test_results_never_carry_an_address_or_name(played):
+    res, *_ = played
+    blob = json.dumps({k: v for k, v in res.items() if k != "bad"})
+    assert "@" not in blob and "First1" not in blob
+
+
+def test_bad_notification_is_a_clear_error(played):
+    res, *_ = played
+    assert res["bad"]["failed"] and "needs student_id, username, admission and kind" in res["bad"]["msg"]
