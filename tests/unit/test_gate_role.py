@@ -101,3 +101,16 @@ def test_code_files_listed_exist():
     files = load("vars/main.yml")["__signin_gate_code_files"]
     assert all((src / f).is_file() for f in files)
     assert sorted(p.name for p in (src / "gate").glob("*.py")) == sorted(f[5:] for f in files if f.startswith("gate/"))
+
+
+def test_the_ide_site_includes_the_snippets_where_this_role_writes_them():
+    """Contract with the rstudio_server role: the paths it includes are the ones rendered here."""
+    site = ROLE.parent / "rstudio_server/templates/nginx-rstudio.conf.j2"
+    if not site.exists():
+        pytest.skip("rstudio_server role not present")
+    text = site.read_text()
+    snippets_dir = load("defaults/main.yml")["signin_gate_nginx_snippets_dir"]
+    assert f"include {snippets_dir}/cdsops-gate-server.conf;" in text
+    assert f"include {snippets_dir}/cdsops-gate-protect.conf;" in text
+    names = {item["dest"] for item in load("tasks/nginx.yml")[3]["loop"]}
+    assert names == {"cdsops-gate-server.conf", "cdsops-gate-protect.conf"}
