@@ -34,6 +34,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     def rel(p):
         return p if not p or "://" in str(p) or os.path.isabs(str(p)) else os.path.normpath(os.path.join(base, str(p)))
 
+    if rc_cfg.get("ansible_home") and not os.environ.get("CDSOPS_ANSIBLE_HOME"):
+        os.environ["CDSOPS_ANSIBLE_HOME"] = rel(rc_cfg["ansible_home"])
     if store and not args.roster:
         store = rel(store)
     if source and not args.source and ":" not in str(source).split("/")[0]:

@@ -159,11 +159,14 @@ def write_metrics(textfile_dir: str | os.PathLike[str] | None, status: str, now:
             "# TYPE cdsops_reconcile_last_success_timestamp_seconds gauge",
             f"cdsops_reconcile_last_success_timestamp_seconds {last_success:.3f}",
         ]
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".cdsops_reconcile.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=".cdsops_reconcile.")
+        with os.fdopen(fd, "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError:
+        return False  # not writable here (e.g. the service's sandbox): its ExecStopPost hook writes it
     return True
 
 
@@ -232,10 +235,15 @@ def reconcile(
 
     t0 = time.monotonic()
     now = now or utcnow()
+    home = ansible_home()
+    if not playbook and not (home / "playbooks" / "reconcile.yml").is_file():
+        raise FileNotFoundError(
+            f"cannot find playbooks/reconcile.yml under {home}; set CDSOPS_ANSIBLE_HOME or reconcile.ansible_home "
+            "to the cdsops checkout (playbooks/, plugins/, inventory/)"
+        )
     if "://" not in store_uri and not store_uri.startswith(("duckdb:", "bigquery:")):
         store_uri = str(Path(store_uri).resolve())  # the playbook runs in another directory
     state = Path(state_dir)
-    home = ansible_home()
     with exclusive_lock(state / "reconcile.lock"):
         summary = RunSummary(new_run_id())
         try:

@@ -193,31 +193,44 @@ def test_sigkill_mid_apply_then_converges(env):
            "--now", iso(now4), "--state-dir", str(env["dir"] / "state")]
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}"))
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 180
     seen = False
+    module_pids: list[int] = []
     while time.monotonic() < deadline and proc.poll() is None:
-        for run in set(arts.iterdir()) - old:  # this run's artifacts only
-            out = run / "stdout"
-            if out.exists() and "TASK [Accounts" in out.read_text(errors="replace"):
-                seen = True
+        if not seen:
+            for run in set(arts.iterdir()) - old:  # this run's artifacts only
+                out = run / "stdout"
+                if out.exists() and "TASK [Accounts" in out.read_text(errors="replace"):
+                    seen = True
         if seen:
-            break
-        time.sleep(0.05)
-    assert seen, "the accounts task never started"
-    time.sleep(0.5)  # the module is being copied to / running in the container
-    os.killpg(proc.pid, signal.SIGKILL)
+            # the module process inside the container (visible in the host's process table)
+            pg = subprocess.run(["pgrep", "-f", "AnsiballZ_cdsops_accounts"], capture_output=True, text=True)
+            module_pids = [int(p) for p in pg.stdout.split()]
+            if module_pids:
+                break
+        time.sleep(0.02)
+    assert seen and module_pids, "the accounts module never started"
+    time.sleep(0.4)  # inside the module: reading, writing the files or making the homes
+    os.killpg(proc.pid, signal.SIGKILL)  # the management side: cdsops, ansible-runner, ansible-playbook
+    for pid in module_pids:  # and the compute side: the module itself (a host crash)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     proc.wait()
-    time.sleep(1.0)  # a module already running inside the container may still finish
     expired = list(ids(101, 300))
     # the group removals ran before the accounts task: no expired student has data access now
     _p, _s, members, _m = check_invariants(env, expired)
-    print(f"\nafter SIGKILL: {sum(1 for i in range(N + 1, N + 401) if f's{i:06d}' in _p)} of 400 new accounts exist, "
-          f"{len(members)} group members")
+    homes = sum(1 for i in range(N + 1, N + 401) if (env["root"] / "home" / f"s{i:06d}").is_dir())
+    print(f"\nafter SIGKILL: {sum(1 for i in range(N + 1, N + 401) if f's{i:06d}' in _p)} of 400 new accounts in passwd, "
+          f"{homes} homes, {len(members)} group members")
     # a second run right away is not blocked by the dead run's lock
     s = reconcile(env, now4)
     passwd, shadow, members, _ = check_invariants(env, expired, strict_members=list(ids(1, 100)) + list(ids(301, N + 400)))
     assert all(f"s{i:06d}" in passwd for i in range(N + 1, N + 401))
     assert all(shadow[f"s{i:06d}"] == "1" for i in expired)
+    assert all((env["root"] / "home" / f"s{i:06d}").is_dir() for i in range(N + 1, N + 401))
+    assert not list((env["root"] / "home").glob("*.cdsops-tmp"))
     assert reconcile(env, now4).changes == {}
     assert s.status == "successful"
 
