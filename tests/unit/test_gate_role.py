@@ -114,3 +114,27 @@ def test_the_ide_site_includes_the_snippets_where_this_role_writes_them():
     assert f"include {snippets_dir}/cdsops-gate-protect.conf;" in text
     names = {item["dest"] for item in load("tasks/nginx.yml")[3]["loop"]}
     assert names == {"cdsops-gate-server.conf", "cdsops-gate-protect.conf"}
+
+
+def test_missing_or_weak_settings_fail_clearly_without_printing_secrets(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    play = tmp_path / "play.yml"
+    play.write_text(yaml.safe_dump([{
+        "hosts": "localhost", "gather_facts": False,
+        "tasks": [{"ansible.builtin.include_role": {"name": "signin_gate", "tasks_from": "validate"},
+                   "vars": {"signin_gate_client_id": "x", "signin_gate_client_secret": "s3cret-value-xyz",
+                            "signin_gate_cookie_key": "short-cookie-key", "signin_gate_hash_key": "0123456789abcdef",
+                            "signin_gate_public_url": "https://ide.example.org",
+                            "signin_gate_registration_url": "https://forms.example.org"}}],
+    }]))
+    env = dict(os.environ, ANSIBLE_ROLES_PATH=str(ROLE.parent), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_LOCALHOST_WARNING="false", ANSIBLE_PYTHON_INTERPRETER=sys.executable)
+    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local",
+                           str(play)], env=env, capture_output=True, text=True, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "signin_gate_cookie_key | length >= 32" in out
+    assert "s3cret-value-xyz" not in out and "short-cookie-key" not in out
