@@ -534,8 +534,10 @@ def test_auth_subrequest_location_is_internal(stack):
 
 
 def test_audit_has_one_line_per_attempt_and_no_email_anywhere(stack):
-    stack.sign_in("alicesmith@gmail.com")
-    stack.sign_in("bob@example.org")
+    for email, verified in (("alicesmith@gmail.com", True), ("bob@example.org", True), ("carol@example.org", True),
+                            ("dave@example.org", True), ("eve@example.org", False)):
+        stack.sign_in(email, verified=verified)
+    stack.browser().get(stack.base_url + "/_cdsops/callback?code=x&state=y", timeout=10)
     records = stack.audit()
     outcomes = {r["outcome"] for r in records}
     assert {"success", "unknown", "expired", "preparing", "unverified", "error"} <= outcomes
