@@ -307,7 +307,7 @@ def test_indexed_sync_equals_the_pure_sync_over_the_whole_roster(client, endpoin
     ds = new_dataset(client, "eq")
     store = BigQueryStore(PROJECT, ds)
     batches = [
-        [("alice@gmail.com", 1), ("a.lice+x@googlemail.com", 3), ("bob@example.org", 2)],
+        [("zed@example.org", 4), ("alice@gmail.com", 1), ("a.lice+x@googlemail.com", 3), ("bob@example.org", 2)],  # staged, empty roster
         [("bob@example.org", 2), ("carol@example.org", 0)],  # bob unchanged, carol new
         [("ALICE@gmail.com", 200), ("dave@example.org", 5), ("bob@example.org", 2)],  # alice re-admitted
         [],
@@ -315,7 +315,7 @@ def test_indexed_sync_equals_the_pure_sync_over_the_whole_roster(client, endpoin
     ]
     pure = ()
     for i, pairs in enumerate(batches):
-        store.index_limit = 5 if i == len(batches) - 1 else 5000
+        store.index_limit = 2 if i in (0, len(batches) - 1) else 5000  # first and last batch: the staged join
         expected = pure_sync(pure, regs(pairs), CFG)
         got = store.sync_registrations(regs(pairs), CFG, run_id=f"r{i}", now=T0 + timedelta(days=300))
         assert got.counts == expected.counts, i
@@ -323,9 +323,16 @@ def test_indexed_sync_equals_the_pure_sync_over_the_whole_roster(client, endpoin
         assert [c.to_dict() for c in got.changes] == [c.to_dict() for c in expected.changes]
         pure = expected.students
     assert store.load().students == pure
+    assert not [t.table_id for t in client.list_tables(f"{PROJECT}.{ds}") if t.table_id.startswith("_cdsops_stage")]
+    # a large no-op batch touches nothing
+    store.index_limit = 2
+    every = [("alice@gmail.com", 1), ("a.lice+x@googlemail.com", 3), ("bob@example.org", 2), ("ALICE@gmail.com", 200)]
+    again = store.sync_registrations(regs(every), CFG, run_id="noop", now=T0 + timedelta(days=300))
+    assert again.counts == {"added": 0, "renewed": 0, "unchanged": 2} and again.changes == ()
+    assert store.load().students == pure
 
 
-@pytest.mark.parametrize("path", ["sync", "sync_registrations"])
+@pytest.mark.parametrize("path", ["sync", "sync_registrations", "sync_registrations_staged"])
 def test_race_two_syncs_that_read_the_same_roster(client, endpoint, path, monkeypatch):
     """Deterministic race: both syncs read the same revision before either writes."""
     ds = new_dataset(client, "race")
@@ -349,7 +356,8 @@ def test_race_two_syncs_that_read_the_same_roster(client, endpoint, path, monkey
     monkeypatch.setattr(BigQueryStore, "_write_students", write_after_both_read)
 
     def run(i):
-        if path == "sync_registrations":
+        if path.startswith("sync_registrations"):
+            stores[i].index_limit = 1 if path.endswith("staged") else 5000
             return stores[i].sync_registrations(batches[i], CFG, run_id=f"t{i}", now=T0 + timedelta(days=10))
         return stores[i].sync(lambda snap: pure_sync(snap.students, batches[i], CFG), run_id=f"t{i}", now=T0 + timedelta(days=10))
 

@@ -94,6 +94,8 @@ DDL = {
   username STRING, before STRING, after STRING)""",
 }
 
+BATCH_SCHEMA: bq.Schema = (("identity", "STRING", "NULLABLE"), ("submitted_at", "TIMESTAMP", "NULLABLE"))
+
 CONFLICT_MESSAGE = "roster changed concurrently, nothing was changed"
 
 
@@ -304,33 +306,57 @@ class BigQueryStore:
         sync is retried; if nothing was, everything read belongs to that revision."""
         registrations = list(registrations)
         identities = sorted({r.identity for r in registrations})
-        if len(identities) > self.index_limit:
-            return self.sync(lambda snap: roster_sync(snap.students, registrations, config), run_id=run_id, now=now, meta=meta)
         self._ensure()
-        for attempt in range(self.max_attempts):
-            try:
+        stage = None
+        try:
+            if len(identities) > self.index_limit:
+                # a large batch: BigQuery finds the touched identities by a join with the
+                # batch's (identity, time) pairs, staged once by a (free) load job
+                stage = f"_cdsops_stage_batch_{secrets.token_hex(6)}"
+                pairs = sorted({(r.identity, r.submitted_at) for r in registrations})
+                bq.load_stage_table(self.client, self.project, self.dataset, stage, BATCH_SCHEMA, pairs)
+            for attempt in range(self.max_attempts):
                 revision, max_id, loads = self._summary()
-                known = self._students_named(identities) if identities else ()
-            except bq.api_errors() as exc:
-                raise self._fail("read", exc) from None
-            index = {s.identity: s for s in known}
-            seen: dict[str, bool] = {}
-            for r in registrations:
-                if seen.get(r.identity):
+                if stage is None:
+                    known = self._students_named(identities) if identities else ()
+                    touched = _touched(registrations, {s.identity: s for s in known})
+                    known = tuple(s for s in known if s.identity in touched)
+                elif revision == 0:  # an empty roster: every identity is new
+                    known, touched = (), set(identities)
+                else:
+                    known, touched = self._touched_by_join(stage)
+                batch = [r for r in registrations if r.identity in touched]
+                base = RosterBase(max_id, loads, len(identities) - len(touched))
+                outcome = roster_sync(known, batch, config, base=base)
+                students = list(outcome.added) + list(outcome.changed_agreements)
+                if students and not self._write_students(students, revision, now):
+                    time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
                     continue
-                k = index.get(r.identity)
-                seen[r.identity] = k is None or r.submitted_at not in k.agreements
-            touched = {i for i, t in seen.items() if t}
-            batch = [r for r in registrations if r.identity in touched]
-            base = RosterBase(max_id, loads, len(seen) - len(touched))
-            outcome = roster_sync([index[i] for i in sorted(touched) if i in index], batch, config, base=base)
-            students = list(outcome.added) + list(outcome.changed_agreements)
-            if students and not self._write_students(students, revision, now):
-                time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
-                continue
-            self._write_after(outcome, run_id, now, meta or {})
-            return outcome
+                self._write_after(outcome, run_id, now, meta or {})
+                return outcome
+        except bq.api_errors() as exc:
+            raise self._fail("read", exc) from None
+        finally:
+            if stage:
+                bq.drop_table(self.client, self.project, self.dataset, stage)
         raise StoreError(f"{CONFLICT_MESSAGE} (roster store {self.uri}, {self.max_attempts} attempts); try again")
+
+    def _touched_by_join(self, stage: str) -> tuple[tuple[Student, ...], set[str]]:
+        """(known students with new agreement times, every touched identity) of a staged batch."""
+        t = self._t["students"]
+        ref = bq.quote_table(self.project, self.dataset, stage)
+        _, rows = self._query(
+            f"WITH b AS (SELECT DISTINCT identity, submitted_at FROM {ref}), "
+            f"k AS (SELECT s.identity, a FROM {t} AS s CROSS JOIN UNNEST(s.agreements) AS a "
+            "WHERE s.identity IN (SELECT identity FROM b)), "
+            "n AS (SELECT DISTINCT b.identity FROM b LEFT JOIN k ON k.identity = b.identity AND k.a = b.submitted_at "
+            "WHERE k.identity IS NULL) "
+            f"SELECT n.identity, {', '.join('s.' + c for c in STUDENT_COLUMNS)} FROM n LEFT JOIN {t} AS s "
+            "ON s.identity = n.identity ORDER BY n.identity"
+        )
+        touched = {str(r[0]) for r in rows}
+        known = tuple(sorted((student_from_row(r[1:]) for r in rows if r[1] is not None), key=lambda s: s.student_id))
+        return known, touched
 
     def _summary(self) -> tuple[int, int, dict[str, int]]:
         """(revision, highest student id, students per host) in one query."""
@@ -499,3 +525,14 @@ class BigQueryStore:
                 client.close()
             except Exception:  # noqa: BLE001 (closing is best effort)
                 pass
+
+
+def _touched(registrations: Sequence[Registration], index: Mapping[str, Student]) -> set[str]:
+    """Identities of the batch that are new or bring an agreement time the roster lacks."""
+    seen: dict[str, bool] = {}
+    for r in registrations:
+        if seen.get(r.identity):
+            continue
+        known = index.get(r.identity)
+        seen[r.identity] = known is None or r.submitted_at not in known.agreements
+    return {i for i, t in seen.items() if t}
