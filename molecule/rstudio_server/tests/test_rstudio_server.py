@@ -143,6 +143,20 @@ def test_only_443_is_reachable_and_ide_listens_on_loopback(host):
     assert not host.socket("tcp://0.0.0.0:80").is_listening
 
 
+CONNECT_8787 = ("python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", 8787), timeout=5).close(); "
+                "print(\"connected\")'")
+
+
+def test_students_cannot_reach_the_ide_port_directly(host):
+    """With auth-proxy=1 a direct connection could forge X-RStudio-Username: only nginx may connect."""
+    student = host.run(f"su -s /bin/sh s000001 -c '{CONNECT_8787}'")
+    assert student.rc != 0 and "connected" not in student.stdout
+    assert "Connection refused" in student.stderr or "ConnectionRefused" in student.stderr
+    other = host.run(f"runuser -u cdsops-monitor-probe -- sh -c '{CONNECT_8787}'")  # not a student uid
+    assert other.stdout.strip() == "connected"
+    assert host.service("cdsops-ide-guard.service").is_enabled
+
+
 def test_expired_page_needs_no_sign_in_and_says_files_are_kept(ip):
     status, headers, body = _request(ip, "GET", "/_cdsops-pages/expired.html")
     assert status == 200
