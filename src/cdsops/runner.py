@@ -185,6 +185,12 @@ class _Collector:
             for c in res.get("changes") or ():
                 if isinstance(c, dict) and c.get("kind"):
                     self.changes.append((data.get("host", ""), c))
+            if str(data.get("task_action", "")).endswith("cdsops_signin_map") and res.get("changed"):
+                # the gate's module reports usernames added / removed / updated
+                for what in ("added", "removed", "updated"):
+                    for u in res.get(what) or ():
+                        self.changes.append((data.get("host", ""), {"kind": f"signin.{what}", "username": u,
+                                                                    "before": None, "after": {"map": res.get("path")}}))
         if kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
             res = data.get("res") or {}
             msg = " ".join(str(res.get("msg", "")).split())[:500]

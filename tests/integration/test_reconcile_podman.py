@@ -210,7 +210,11 @@ def test_sigkill_mid_apply_then_converges(env):
                 break
         time.sleep(0.02)
     assert seen and module_pids, "the accounts module never started"
-    time.sleep(0.4)  # inside the module: reading, writing the files or making the homes
+    # kill inside the module: once the account files are written, while the homes are being made
+    passwd = env["root"] / "etc" / "passwd"
+    until = time.monotonic() + 10
+    while time.monotonic() < until and f"s{N + 1:06d}:" not in passwd.read_text():
+        time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGKILL)  # the management side: cdsops, ansible-runner, ansible-playbook
     for pid in module_pids:  # and the compute side: the module itself (a host crash)
         try:
