@@ -77,11 +77,6 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def emulator_pid(emu) -> int:
-    proc = emu._proc  # noqa: SLF001 (benchmark only: the process to measure)
-    return proc.pid if proc is not None else -1
-
-
 def bench(emu, client, n: int) -> dict:
     exe = [sys.executable, "-m", "cdsops.cli"]
     src_ds, roster_ds = f"src_{n}", f"roster_{n}"
@@ -109,7 +104,7 @@ def main() -> int:
         os.environ.setdefault("CDSOPS_BIGQUERY_TIMEOUT", "1800")
         client = bigquery_client(emu.endpoint, PROJECT)
         results = [bench(emu, client, n) for n in args.rows]
-        emu_rss = peak_rss_mb(emulator_pid(emu))
+        emu_rss = peak_rss_mb(emu.pid or -1)
         client.close()
     print("roster sync against BigQuery (bqemulator 1.4 on this machine); whole cdsops process, one run each")
     for r in results:

@@ -42,7 +42,10 @@ CDSOPS = [sys.executable, "-m", "cdsops.cli"]
 @pytest.fixture(scope="module")
 def emulator():
     with running_emulator(project=PROJECT) as emu:
+        pid = emu.pid
         yield emu
+    with pytest.raises(ProcessLookupError):  # stopped: nothing left running
+        os.kill(pid, 0)
 
 
 @pytest.fixture()

@@ -2,9 +2,9 @@
 
 - :mod:`cdsops.testing.bqemulator`: start ``bqemulator`` as a subprocess on a free
   loopback port, wait until it answers, stop it after (``BigQueryEmulator``,
-  ``running_emulator``, ``bigquery_client``).
+  ``running_emulator``, ``emulator_fixture``, ``bigquery_client``).
 """
 
-from .bqemulator import BigQueryEmulator, EmulatorError, bigquery_client, free_port, running_emulator
+from .bqemulator import BigQueryEmulator, EmulatorError, bigquery_client, emulator_fixture, free_port, running_emulator
 
-__all__ = ["BigQueryEmulator", "EmulatorError", "bigquery_client", "free_port", "running_emulator"]
+__all__ = ["BigQueryEmulator", "EmulatorError", "bigquery_client", "emulator_fixture", "free_port", "running_emulator"]

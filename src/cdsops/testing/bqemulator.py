@@ -38,7 +38,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["BigQueryEmulator", "EmulatorError", "bigquery_client", "free_port", "running_emulator"]
+__all__ = ["BigQueryEmulator", "EmulatorError", "bigquery_client", "emulator_fixture", "free_port", "running_emulator"]
 
 STARTUP_TIMEOUT = 60.0
 
@@ -81,6 +81,11 @@ class BigQueryEmulator:
         if self.port is None:
             raise EmulatorError("bqemulator is not running")
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the running emulator (None when stopped)."""
+        return self._proc.pid if self._proc is not None else None
 
     def start(self) -> "BigQueryEmulator":
         if self._proc is not None:
@@ -179,6 +184,25 @@ def running_emulator(*, project: str = "test-project") -> Iterator[BigQueryEmula
         yield emu
     finally:
         emu.stop()
+
+
+def emulator_fixture(scope: str = "module", project: str = "test-project") -> Any:
+    """A pytest fixture yielding a running :class:`BigQueryEmulator`; in a test module::
+
+        from cdsops.testing.bqemulator import emulator_fixture
+        bq_emulator = emulator_fixture()          # one emulator for the module
+
+        def test_x(bq_emulator, monkeypatch):
+            monkeypatch.setenv("CDSOPS_BIGQUERY_ENDPOINT", bq_emulator.endpoint)
+    """
+    import pytest
+
+    @pytest.fixture(scope=scope)
+    def _emulator() -> Iterator[BigQueryEmulator]:
+        with running_emulator(project=project) as emu:
+            yield emu
+
+    return _emulator
 
 
 def bigquery_client(endpoint: str, project: str = "test-project") -> Any:
