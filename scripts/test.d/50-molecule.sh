@@ -45,7 +45,13 @@ for s in "${scenarios[@]}"; do
   fi
   echo "== molecule $cmd -s $s"
   t0=$(date +%s)
-  if molecule "$cmd" -s "$s"; then r=ok; else r=FAILED; status=1; fi
+  # time-stamp molecule's phase lines so each phase's duration (converge...) can be read off
+  if molecule "$cmd" -s "$s" 2>&1 | while IFS= read -r line; do
+       case $line in
+         *Executing*|*Executed*) printf '[%s] %s\n' "$(date +%T)" "$line" ;;
+         *) printf '%s\n' "$line" ;;
+       esac
+     done; then r=ok; else r=FAILED; status=1; fi
   dt=$(( $(date +%s) - t0 ))
   summary+=("$(printf '%-16s %-6s %4d s' "$s" "$r" "$dt")")
   echo "== molecule scenario $s: $r in $dt s"
