@@ -99,3 +99,20 @@ def test_cli_reconcile_busy_and_usage(world):
     # everyone expired since the sync: the guard stops the run, exit 3, one JSON line on stdout
     assert out.returncode == 3, out.stderr
     assert json.loads(out.stdout)["status"] == "guard" and "allow-mass-revoke" in out.stderr
+
+
+def test_job_timeout_stops_the_run_and_artifacts_are_rotated(world):
+    book = world["tmp"] / "slow.yml"
+    book.write_text("- hosts: localhost\n  gather_facts: false\n  tasks:\n    - ansible.builtin.pause: {seconds: 30}\n")
+    quick = world["tmp"] / "quick.yml"
+    quick.write_text("- hosts: localhost\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug: {msg: hi}\n")
+    kw = dict(config_path=world["cfg"], store_uri=world["store"], now=T0 + timedelta(days=1), state_dir=world["tmp"] / "state",
+              textfile_dir=world["tmp"], keep_artifacts=2)
+    s = reconcile(load_config(world["cfg"]), playbook=book, job_timeout=3, **kw)
+    assert s.status == "timeout" and s.exit_code == 4 and s.duration_s < 25
+    assert "cdsops_reconcile_last_status 4" in (world["tmp"] / "cdsops_reconcile.prom").read_text()
+    runs = [reconcile(load_config(world["cfg"]), playbook=quick, **kw) for _ in range(3)]
+    assert all(r.status == "successful" for r in runs)
+    kept = sorted(p.name for p in (world["tmp"] / "state" / "runner" / "artifacts").iterdir())
+    assert kept == sorted(r.run_id for r in runs[-2:])
+    assert "last_applied_at" in open_store(world["store"]).load_meta()
