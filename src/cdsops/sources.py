@@ -28,7 +28,7 @@ from .registrations import COLUMNS, REQUIRED_COLUMNS, normalize_header
 __all__ = ["SourceError", "SourceRead", "parse_source", "read_source", "Source"]
 
 _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
-_PROJECT_RE = re.compile(r"[a-z][a-z0-9.:-]{2,62}[a-z0-9]\Z")
+_PROJECT_RE = re.compile(r"[a-z0-9][a-z0-9.:_-]{0,99}\Z")  # real ids: 6-30 chars; emulators accept more
 WATERMARK_OVERLAP = timedelta(hours=1)
 
 
