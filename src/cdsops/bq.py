@@ -43,7 +43,7 @@ TIMEOUT_ENV = "CDSOPS_BIGQUERY_TIMEOUT"
 DEFAULT_TIMEOUT = 120.0
 PAGE_SIZE = 10_000
 
-_PROJECT_RE = re.compile(r"[a-z][a-z0-9.:-]{2,62}[a-z0-9]\Z")
+from .sources import _PROJECT_RE  # noqa: E402  (one rule for project ids)
 _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,1023}\Z")
 # Types a registration column may have (anything scalar and orderable).
 _SCALAR_TYPES = {
