@@ -185,7 +185,8 @@ def build(store_uri, config_path, now, *, allow_mass_revoke=False, signin_key=No
         or _rel(os.path.dirname(os.path.abspath(config_path)) if config_path else os.getcwd(), cfg.extra.get("email_outbox") or ""),
     }
     if group_kind == "google":
-        mgmt["cdsops_google_members"] = [{"identity": m.identity, "username": m.username} for m in plan.members]
+        mgmt["cdsops_google_identities"] = [m.identity for m in plan.members]
+        mgmt["cdsops_google_usernames"] = [m.username for m in plan.members]
     return cfg, compute, mgmt, common
 
 

@@ -46,9 +46,14 @@ options:
     type: str
     default: '^s[0-9]{6}$'
   identities:
-    description: Active students as C(identity) and C(username) (google). Never logged.
+    description: Canonical identities of the active students (google). Never logged.
     type: list
-    elements: dict
+    elements: str
+    default: []
+  usernames:
+    description: The usernames of I(identities), in the same order (google); results name students by these.
+    type: list
+    elements: str
     default: []
   config:
     description: The cdsops configuration file (google).
@@ -74,7 +79,8 @@ EXAMPLES = r"""
   cdsops_group:
     provider: google
     config: /etc/cdsops/cdsops.yml
-    identities: "{{ cdsops_members }}"
+    identities: "{{ cdsops_google_identities }}"
+    usernames: "{{ cdsops_google_usernames }}"
 """
 
 RETURN = r"""
@@ -126,11 +132,12 @@ def _google(module):
     except ImportError as exc:
         module.fail_json(msg="provider google needs the cdsops package on this host (run on the management host "
                              "with its venv python): %s" % exc)
-    names = {}
-    for i, m in enumerate(p["identities"]):
-        if not isinstance(m, dict) or not m.get("identity") or not m.get("username"):
-            module.fail_json(msg="identities[%d] needs identity and username" % i)
-        names[m["identity"]] = m["username"]
+    ids, users = p["identities"], p["usernames"]
+    if users and len(users) != len(ids):
+        module.fail_json(msg="usernames must list one username per identity (%d usernames for %d identities)" % (len(users), len(ids)))
+    if len(set(ids)) != len(ids):
+        module.fail_json(msg="an identity is listed twice")
+    names = dict(zip(ids, users or [""] * len(ids)))
     try:
         provider = group_provider(load_config(p["config"]))
         desired = set(names)
@@ -142,6 +149,8 @@ def _google(module):
     except Exception as exc:  # ConfigError and client errors: one line, no identity in it
         module.fail_json(msg="%s: %s" % (exc.__class__.__name__, exc), changed=False)
     added = sorted(names.get(i, "") for i in report.added)
+    if len([a for a in added if a]) < len(report.added):
+        added = [a for a in added if a]
     removed_known = sorted(names[i] for i in report.removed if i in names)
     changes = [{"kind": "group.member_added", "username": u, "before": None, "after": {"group": report.group}} for u in added if u]
     changes += [{"kind": "group.member_removed", "username": None, "before": {"group": report.group}, "after": None}
@@ -161,7 +170,8 @@ def main():
             gid=dict(type="int"),
             members=dict(type="list", elements="str", default=[]),
             managed_pattern=dict(type="str", default="^s[0-9]{6}$"),
-            identities=dict(type="list", elements="dict", default=[], no_log=True),
+            identities=dict(type="list", elements="str", default=[], no_log=True),
+            usernames=dict(type="list", elements="str", default=[]),
             config=dict(type="path"),
             revoke_only=dict(type="bool", default=False),
             root=dict(type="path", default="/"),

@@ -70,7 +70,7 @@ def test_compute_hosts_get_usernames_uids_status_and_hashes_only(world):
     assert compute["c1"]["cdsops_uid_min"] == 200001 and compute["c1"]["cdsops_username_pattern"] == "^s[0-9]{6}$"
     assert common["cdsops_signin_map_enabled"] is True and common["cdsops_guard"]["tripped"] is False
     # the management host gets ids and usernames of due emails, no identities with the local group provider
-    assert "cdsops_google_members" not in mgmt
+    assert "cdsops_google_identities" not in mgmt
     assert "@" not in json.dumps(mgmt["cdsops_notifications"])
 
 
@@ -102,7 +102,8 @@ def test_google_group_provider_exposes_identities_to_the_management_host_only(wo
     cfg.write_text("compute_hosts: [c1, c2]\nproviders:\n  group: {kind: google, group: g@example.org}\n")
     _c, compute, mgmt, common = inv.build(world["store"], str(cfg), T0)
     assert common["cdsops_group_provider"] == "google"
-    assert len(mgmt["cdsops_google_members"]) == 17 and all("@" in m["identity"] for m in mgmt["cdsops_google_members"])
+    assert len(mgmt["cdsops_google_identities"]) == 17 and all("@" in i for i in mgmt["cdsops_google_identities"])
+    assert mgmt["cdsops_google_usernames"][0] == "s000004"
     assert "@" not in json.dumps(compute)
 
 
