@@ -223,3 +223,17 @@ def test_unreachable_issuer_gives_an_error_page_not_a_crash(tmp_path, monkeypatc
     app = create_app(config_from_mapping(cfg), audit=AuditLog(io.StringIO()))
     r = app.flask_app.test_client().get("/_cdsops/login?rd=/x")
     assert r.status_code == 502 and b"could not be completed" in r.data
+
+
+@pytest.mark.parametrize(
+    "original, location",
+    [
+        ("/p/1?a=1&b=2", "/_cdsops/login?rd=/p/1%3Fa%3D1%26b%3D2"),
+        (None, "/_cdsops/login?rd=/"),
+        ("//evil.example.org/", "/_cdsops/login?rd=/"),
+    ],
+)
+def test_start_redirects_to_the_login_with_the_page_asked_for(gate, original, location):
+    headers = {"X-Cdsops-Original-Uri": original} if original else {}
+    r = gate.flask_app.test_client().post("/_cdsops/start", headers=headers)
+    assert r.status_code == 302 and r.headers["Location"].endswith(location)

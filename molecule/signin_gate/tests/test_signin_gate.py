@@ -102,9 +102,12 @@ def test_refused_sessions_never_reach_the_upstream(host, signin_map, case):
         "expired-cookie": [f"Cookie: cdsops_session={cookie('s000001', ready, time.time() - 5)}"],
         "wrong-user": [f"Cookie: cdsops_session={cookie('s000004', ready)}"],
     }[case]
-    status, body = fetch_h(host, "http://127.0.0.1:8080/", headers)
+    status, body = fetch_h(host, "http://127.0.0.1:8080/some/page", headers)
     assert status != 200 and "user=" not in body
-    assert status == 502 and "could not be completed" in body  # the login, with the issuer unreachable
+    assert status == 302  # to the gate's login page
+    # the login itself cannot reach an issuer here: a clear error page, not a crash
+    status, body = fetch_h(host, "http://127.0.0.1:8080/_cdsops/login?rd=/some/page", headers)
+    assert status == 502 and "could not be completed" in body
 
 
 def test_auth_location_is_internal_and_gate_reloads(host):

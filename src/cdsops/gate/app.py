@@ -12,6 +12,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from typing import Callable, Iterable
+from urllib.parse import parse_qs, quote, urlsplit
 
 from flask import Flask, make_response, redirect, request, session
 
@@ -35,6 +36,7 @@ _PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 _GOOGLE_ISSUERS = ("https://accounts.google.com", "accounts.google.com")
+MAX_PENDING_LOGINS = 4  # sign-ins under way in one browser (each ~300 bytes of the login cookie)
 
 
 def _backport_single_key_lookup() -> None:
@@ -166,21 +168,34 @@ def create_app(cfg: GateConfig, *, audit: AuditLog | None = None,
         resp.mimetype = "text/html"
         return resp
 
+    @app.route(PREFIX + "/start", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+    def start():
+        """nginx's 401 handler: send the browser to the login page, remembering where it was."""
+        rd = safe_return_path(request.headers.get("X-Cdsops-Original-Uri"))
+        resp = redirect(login_url + "?rd=" + quote(rd, safe="/"), 302)
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
+
     @app.get(PREFIX + "/login")
     def login():
-        rd = safe_return_path(request.args.get("rd") or request.headers.get("X-Cdsops-Original-Uri"))
+        rd = safe_return_path(request.args.get("rd"))
         if gate.check_session(request.headers.get("Cookie", "")):
             return redirect(rd, 303)
-        session.clear()
-        session["rd"] = rd
+        # Several sign-ins may be under way in one browser (tabs, or the IDE's background
+        # requests bouncing here when a session ends): each keeps its own state (Authlib keys
+        # them by state) and return path; past MAX_PENDING_LOGINS the oldest are dropped.
+        pending = [k for k in session if k.startswith("rd_")]
+        if len(pending) >= MAX_PENDING_LOGINS:
+            session.clear()
         try:
             resp = oidc.authorize_redirect(cfg.redirect_uri)
         except Exception as exc:  # noqa: BLE001 - the issuer is unreachable or misbehaves
             print(f"cannot start a sign-in with {cfg.issuer}: {type(exc).__name__}", file=sys.stderr, flush=True)
-            session.clear()
             resp = page("error")
             resp.status_code = 502
             return resp
+        state = parse_qs(urlsplit(resp.headers.get("Location", "")).query).get("state", [""])[0]
+        session["rd_" + state] = rd
         resp.headers["Cache-Control"] = "no-store"
         return resp
 
@@ -198,10 +213,9 @@ def create_app(cfg: GateConfig, *, audit: AuditLog | None = None,
 
                 traceback.print_exc(file=sys.stderr)
             audit.signin("error", reason=f"oidc: {reason}")
-            session.clear()
+            session.pop("rd_" + str(request.args.get("state", "")), None)
             return page("error")
-        rd = safe_return_path(session.get("rd"))
-        session.clear()
+        rd = safe_return_path(session.pop("rd_" + str(request.args.get("state", "")), None))
         email = claims.get("email")
         try:
             identity = canonicalize(email)
