@@ -116,3 +116,15 @@ def test_job_timeout_stops_the_run_and_artifacts_are_rotated(world):
     kept = sorted(p.name for p in (world["tmp"] / "state" / "runner" / "artifacts").iterdir())
     assert kept == sorted(r.run_id for r in runs[-2:])
     assert "last_applied_at" in open_store(world["store"]).load_meta()
+
+
+def test_source_is_synced_before_the_plan(world):
+    quick = world["tmp"] / "quick.yml"
+    quick.write_text("- hosts: localhost\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug: {msg: hi}\n")
+    with open(world["src"], "a", newline="") as fh:
+        csv.writer(fh).writerow([(T0 + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ"), "new@example.org", "New", "C", "K", "Yes", "Yes"])
+    s = reconcile(load_config(world["cfg"]), config_path=world["cfg"], store_uri=world["store"], source=world["src"],
+                  now=T0 + timedelta(hours=3), state_dir=world["tmp"] / "state", textfile_dir=None, playbook=quick)
+    assert s.status == "successful" and s.sync == {"added": 1, "renewed": 0, "unchanged": 10, "rejected": 0}
+    assert json.loads(s.to_json())["sync"]["added"] == 1
+    assert len(open_store(world["store"]).load().students) == 11
