@@ -143,17 +143,20 @@ def test_only_443_is_reachable_and_ide_listens_on_loopback(host):
     assert not host.socket("tcp://0.0.0.0:80").is_listening
 
 
-CONNECT_8787 = ("python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", 8787), timeout=5).close(); "
-                "print(\"connected\")'")
+CONNECT_8787 = """import socket
+socket.create_connection(("127.0.0.1", 8787), timeout=5).close()
+print("connected")
+"""
 
 
 def test_students_cannot_reach_the_ide_port_directly(host):
     """With auth-proxy=1 a direct connection could forge X-RStudio-Username: only nginx may connect."""
-    student = host.run(f"su -s /bin/sh s000001 -c '{CONNECT_8787}'")
+    host.run_expect([0], "cat > /tmp/connect-8787.py <<'EOF'\n" + CONNECT_8787 + "EOF\nchmod 0644 /tmp/connect-8787.py")
+    student = host.run("su -s /bin/sh s000001 -c 'python3 /tmp/connect-8787.py'")
     assert student.rc != 0 and "connected" not in student.stdout
-    assert "Connection refused" in student.stderr or "ConnectionRefused" in student.stderr
-    other = host.run(f"runuser -u cdsops-monitor-probe -- sh -c '{CONNECT_8787}'")  # not a student uid
-    assert other.stdout.strip() == "connected"
+    assert "ConnectionRefusedError" in student.stderr, student.stderr
+    other = host.run("runuser -u cdsops-monitor-probe -- python3 /tmp/connect-8787.py")  # not a student uid
+    assert other.stdout.strip() == "connected", other.stderr
     assert host.service("cdsops-ide-guard.service").is_enabled
 
 
