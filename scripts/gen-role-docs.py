@@ -76,11 +76,13 @@ the sysctl settings (`/proc/sys` is read-only there; the role still refuses keys
 does not know) and writes the hardened mounts to fstab without remounting. systemd-timesyncd
 is enabled but skips itself in a container (the clock is the host's).
 
-Measured on the 2-core CI machine (other work running at the same time, so upper bounds):
-base image build 56 s (190 MiB, once per machine); scenario `baseline` about 5.5 min
-(converge about 1 min), `management` about 5 min (converge about 2 min, the cdsops venv
-installed from a wheelhouse the controller fills), `monitoring` about 3.5 min; the host audit
-test 7 s; the firewall namespace test 15 s.
+Measured on the 2-core CI machine (other work running at the same time, so upper bounds;
+warm apt caches): base image build 56 s (190 MiB, once per machine); scenario `baseline`
+191 s (check 26 s, converge 74 s, idempotence 45 s, verify 25 s), `management` 310 s
+(check 76 s, converge 115 s with the cdsops venv installed from a wheelhouse the controller
+fills, idempotence 71 s, verify 16 s), `monitoring` 103 s (converge 40 s); the host audit
+test 7 s; the firewall namespace test 15 s. The first run on a machine also downloads the
+Debian packages (a few minutes more).
 """
 
 
