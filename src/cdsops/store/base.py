@@ -131,3 +131,16 @@ def student_from_row(row: Sequence[Any]) -> Student:
         expires = utc(expires)
         admitted = utc(admitted)
     return Student(sid, identity, username, host, ag, ag[0], ag[-1], expires, int(admission), admitted)
+
+
+def change_from_row(r: Sequence[Any]) -> dict:
+    """One changes-record row (run_id, changed_at, kind, student_id, username, before, after) as a dict."""
+    return {
+        "run_id": r[0],
+        "at": format_meta_time(r[1]),
+        "kind": r[2],
+        "student_id": r[3],
+        "username": r[4],
+        "before": json.loads(r[5]) if r[5] else None,
+        "after": json.loads(r[6]) if r[6] else None,
+    }

@@ -40,7 +40,7 @@ from ..config import Config
 from ..registrations import Registration
 from ..roster import Profile, RosterBase, Student, SyncOutcome
 from ..roster import sync as roster_sync
-from .base import STUDENT_COLUMNS, ChangeRecord, Snapshot, StoreError, SyncFn, format_meta_time, student_from_row, utc
+from .base import STUDENT_COLUMNS, ChangeRecord, change_from_row, Snapshot, StoreError, SyncFn, format_meta_time, student_from_row, utc
 
 __all__ = ["BigQueryStore", "revision_of"]
 
@@ -260,18 +260,7 @@ class BigQueryStore:
             _, rows = self._query(sql, params)
         except bq.api_errors() as exc:
             raise self._fail("read", exc, "nothing was read") from None
-        return [
-            {
-                "run_id": r[0],
-                "at": format_meta_time(r[1]),
-                "kind": r[2],
-                "student_id": r[3],
-                "username": r[4],
-                "before": json.loads(r[5]) if r[5] else None,
-                "after": json.loads(r[6]) if r[6] else None,
-            }
-            for r in rows
-        ]
+        return [change_from_row(r) for r in rows]
 
     # -- writes ----------------------------------------------------------------------
     def sync(self, compute: SyncFn, *, run_id: str, now: datetime, meta: Mapping[str, str] | None = None) -> SyncOutcome:

@@ -26,6 +26,7 @@ from ..registrations import Registration
 from ..roster import Profile, RosterBase, Student, SyncOutcome
 from ..roster import sync as roster_sync
 from .base import (
+    change_from_row,
     STUDENT_COLUMNS,
     ChangeRecord,
     Snapshot,
@@ -224,18 +225,7 @@ class DuckDBStore:
                 rows = con.execute(sql, params + [limit]).fetchall()
             finally:
                 con.close()
-        return [
-            {
-                "run_id": r[0],
-                "at": format_meta_time(r[1]),
-                "kind": r[2],
-                "student_id": r[3],
-                "username": r[4],
-                "before": json.loads(r[5]) if r[5] else None,
-                "after": json.loads(r[6]) if r[6] else None,
-            }
-            for r in rows
-        ]
+        return [change_from_row(r) for r in rows]
 
     # -- writes --------------------------------------------------------------------
     def sync_registrations(
