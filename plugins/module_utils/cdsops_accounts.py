@@ -22,6 +22,13 @@ Interrupted-safe ordering: the files are written shadow -> gshadow -> group -> p
 account is visible (passwd) only once its locked shadow entry exists, and a lock takes effect
 with the first file written. Homes are built in ``<home>.cdsops-tmp`` and renamed into
 place, so a home exists only complete; a rerun completes any missing home.
+
+Running processes: locking an account stops new logins, but a process that is already
+running keeps its credentials, the data group among them (supplementary groups are fixed
+when a process starts). So after the files are written, every process whose uid is an
+expired account's (an R session, a job left running) gets SIGTERM, SIGKILL after a grace
+period. This runs on every apply, not only when the lock is new, so a run interrupted
+between the lock and the kill is completed by the next one.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -29,6 +36,7 @@ from __future__ import absolute_import, division, print_function
 import os
 import re
 import shutil
+import signal
 import stat
 import time
 
@@ -234,8 +242,70 @@ def make_home(path, uid, skeletons):
     os.rename(tmp, path)
 
 
+def processes_of(uids, proc="/proc"):
+    """{pid: uid} of the processes whose real, effective, saved or file-system uid is in ``uids``
+    (read from ``/proc/<pid>/status``; zombies and processes that end while we look are skipped)."""
+    uids = set(uids)
+    found = {}
+    if not uids:
+        return found
+    me = os.getpid()
+    try:
+        names = os.listdir(proc)
+    except OSError:
+        return found
+    for name in names:
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(os.path.join(proc, name, "status"), "r") as fh:
+                for line in fh:
+                    if line.startswith("State:") and line.split()[1:2] in (["Z"], ["X"]):
+                        break  # a zombie: already ended, holds no credentials any more
+                    if line.startswith("Uid:"):
+                        ids = set(int(x) for x in line.split()[1:5])
+                        hit = ids & uids
+                        if hit:
+                            found[int(name)] = min(hit)
+                        break
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def terminate(uids, grace=5.0, proc="/proc", rounds=3):
+    """End every process of ``uids``: SIGTERM, then SIGKILL for what is left after ``grace``
+    seconds; repeated (``rounds``) for processes forked meanwhile. Returns {uid: count}."""
+    ended = {}
+    for _ in range(rounds):
+        victims = processes_of(uids, proc)
+        if not victims:
+            break
+        for pid, uid in victims.items():
+            ended.setdefault(uid, set()).add(pid)
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except OSError:
+                pass
+        deadline = time.monotonic() + max(0.0, grace)
+        while time.monotonic() < deadline and processes_of(uids, proc):
+            time.sleep(0.05)
+        for pid in processes_of(uids, proc):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        grace = 0.2  # later rounds: only processes forked during the first one
+    # SIGKILL is asynchronous: wait (briefly) until the kernel has reaped them
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline and processes_of(uids, proc):
+        time.sleep(0.05)
+    return dict((uid, len(pids)) for uid, pids in ended.items())
+
+
 def apply(root, accounts, uid_min, uid_max, name_pattern, shell="/bin/bash", home_base="/home",
-          skeleton="/etc/skel", materials=None, check_mode=False, lock_timeout=etc.LOCK_TIMEOUT):
+          skeleton="/etc/skel", materials=None, check_mode=False, lock_timeout=etc.LOCK_TIMEOUT,
+          terminate_expired=True, terminate_grace=5.0, proc=None):
     """Bring the accounts to the request. Returns a dict: changed, changes, counts, diff."""
     root = root or "/"
     request = validate(accounts, uid_min, uid_max, name_pattern)
@@ -281,7 +351,21 @@ def apply(root, accounts, uid_min, uid_max, name_pattern, shell="/bin/bash", hom
         else:
             os.chown(path, uid, uid, follow_symlinks=False)
             os.chmod(path, 0o700)
-    changes = changes + home_changes
+    session_changes = []
+    if proc is None:
+        proc = os.path.join(root, "proc")  # the managed system's processes (none in a test tree)
+    if terminate_expired:
+        expired = dict((uid, name) for name, uid, status in request if status == "expired")
+        if check_mode:
+            running = {}
+            for _pid, uid in processes_of(expired, proc).items():
+                running[uid] = running.get(uid, 0) + 1
+        else:
+            running = terminate(expired, grace=terminate_grace, proc=proc)
+        for uid in sorted(running):
+            session_changes.append({"kind": "session.terminated", "username": expired[uid], "uid": uid,
+                                    "before": {"processes": running[uid]}, "after": {"processes": 0}})
+    changes = changes + home_changes + session_changes
     counts = {}
     for c in changes:
         counts[c["kind"]] = counts.get(c["kind"], 0) + 1
@@ -290,6 +374,8 @@ def apply(root, accounts, uid_min, uid_max, name_pattern, shell="/bin/bash", hom
         state[s] += 1
     before_lines = "".join("%s %s\n" % (c["username"], (c["before"] or {}).get("state", "absent")) for c in changes if c["kind"].startswith("account."))
     after_lines = "".join("%s %s\n" % (c["username"], c["after"].get("state", "")) for c in changes if c["kind"].startswith("account."))
+    before_lines += "".join("%s processes: %d\n" % (c["username"], c["before"]["processes"]) for c in session_changes)
+    after_lines += "".join("%s processes: 0 (terminated)\n" % c["username"] for c in session_changes)
     return {
         "changed": bool(changes),
         "changes": changes,

@@ -100,6 +100,23 @@ def build_document(entries, expired):
     return {"active": active, "expired": sorted(seen_expired), "format": FORMAT}
 
 
+def restrict(current, requested):
+    """The revocation-only step: ``current`` (the file's document, or None) with only what
+    ``requested`` takes away, nothing it adds.
+
+    Active entries of ``current`` stay only when ``requested`` still has the same hash
+    active (the current entry is kept as it is: no new username or ready_at lands here);
+    expired hashes are those of ``requested``. Used before the accounts are locked, so a
+    crash at any point leaves less access, never more (new entries come in the full run
+    after the accounts exist)."""
+    if not current:
+        return {"active": [], "expired": list(requested["expired"]), "format": FORMAT}
+    wanted = set(e["hash"] for e in requested["active"])
+    active = [e for e in current.get("active") or [] if isinstance(e, dict) and e.get("hash") in wanted]
+    active.sort(key=lambda e: e.get("username") or "")
+    return {"active": active, "expired": list(requested["expired"]), "format": FORMAT}
+
+
 def render(document):
     return (json.dumps(document, sort_keys=True, separators=(",", ":")) + "\n").encode("ascii")
 

@@ -19,6 +19,10 @@ description:
     password C(!) so there is no password login), locks expired accounts (shadow expiry field
     C(1), honoured by pam_unix account management, hence by RStudio, sshd, su and cron) and
     unlocks re-admitted ones. Homes are never deleted.
+  - Ends the running processes of every expired account (SIGTERM, then SIGKILL after
+    I(terminate_grace) seconds): a process started before the lock keeps its credentials,
+    the data group among them, so locking alone would leave a running R session its data
+    access. This happens on every run, so an interrupted run is completed by the next.
   - Files are written shadow, gshadow, group, then passwd; homes are created afterwards, each
     built under a temporary name and renamed into place, so an interrupted run leaves no
     half-made home and a rerun completes the missing ones.
@@ -69,6 +73,14 @@ options:
     description: Seconds to wait for the account database lock.
     type: float
     default: 15
+  terminate_expired:
+    description: End the processes of expired accounts (reported as C(session.terminated)).
+    type: bool
+    default: true
+  terminate_grace:
+    description: Seconds between SIGTERM and SIGKILL when ending an expired account's processes.
+    type: float
+    default: 5
 notes:
   - Runs on the managed host with the Python standard library only.
   - Check mode and diff are supported; the diff lists the usernames whose state changes.
@@ -87,7 +99,7 @@ EXAMPLES = r"""
 RETURN = r"""
 changes:
   description: One item per change, with C(kind) (account.created, account.locked, account.unlocked,
-    account.updated, home.created, home.fixed), C(username), C(uid), C(before) and C(after).
+    account.updated, home.created, home.fixed, session.terminated), C(username), C(uid), C(before) and C(after).
   returned: always
   type: list
   elements: dict
@@ -127,6 +139,8 @@ def main():
             materials=dict(type="path"),
             root=dict(type="path", default="/"),
             lock_timeout=dict(type="float", default=15.0),
+            terminate_expired=dict(type="bool", default=True),
+            terminate_grace=dict(type="float", default=5.0),
         ),
         supports_check_mode=True,
     )
@@ -136,6 +150,7 @@ def main():
             p["root"], p["accounts"], p["uid_min"], p["uid_max"], p["username_pattern"],
             shell=p["shell"], home_base=p["home_base"], skeleton=p["skeleton"], materials=p["materials"],
             check_mode=module.check_mode, lock_timeout=p["lock_timeout"],
+            terminate_expired=p["terminate_expired"], terminate_grace=p["terminate_grace"],
         )
     except (AccountsError, EtcError) as exc:
         module.fail_json(msg=str(exc), changed=False)

@@ -22,6 +22,10 @@ description:
     active and expired; nothing is written then.
   - Writes atomically (temporary file with final owner and mode, fsync, rename), so the gate
     never reads a partial map; it picks the new file up on its next request.
+  - With O(revoke_only=true) the module only takes access away: active entries whose hash is
+    no longer requested as active are removed and the expired hashes are written, but no
+    entry is added or changed. The reconcile playbook runs this before it locks the expired
+    accounts, so revocations go group -> sign-in map -> account, the reverse of the grants.
   - Check mode and diff are supported. The diff shows counts and the usernames added, removed
     or updated, never a hash or an identity.
 version_added: "0.1.0"
@@ -45,6 +49,12 @@ options:
     type: list
     elements: str
     default: []
+  revoke_only:
+    description:
+      - Only remove mappings (and record expired hashes); add or update none.
+      - A missing file stays missing in this mode (nothing to revoke).
+    type: bool
+    default: false
   owner:
     description: Owner of the file.
     type: str
@@ -62,6 +72,12 @@ notes:
 """
 
 EXAMPLES = r"""
+- name: Remove the expired students' mappings only (before their accounts are locked)
+  cdsops_signin_map:
+    entries: "{{ cdsops_signin_entries }}"
+    expired: "{{ cdsops_signin_expired }}"
+    revoke_only: true
+
 - name: Write the sign-in map
   cdsops_signin_map:
     entries:
@@ -119,6 +135,7 @@ from ansible.module_utils.cdsops_signin_map import (
     SigninMapError,
     atomic_write,
     build_document,
+    restrict,
     compare,
     diff_text,
     read_current,
@@ -148,12 +165,16 @@ def main():
             owner=dict(type="str", default="root"),
             group=dict(type="str", default="cdsops-gate"),
             mode=dict(type="raw", default="0640"),
+            revoke_only=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
     p = module.params
     path = p["path"]
     mode = _mode(module, p["mode"])
+    if p["revoke_only"] and not os.path.lexists(path):
+        # nothing is mapped yet, so there is nothing to take away (the full run creates the file)
+        module.exit_json(changed=False, path=path, **compare(None, None))
     # In check mode on a fresh host the signin_gate role has only reported what it would
     # create: a missing owner, group or directory is then a warning, not a failure.
     problems = []
@@ -177,8 +198,10 @@ def main():
         document = build_document(p["entries"], p["expired"])
     except SigninMapError as exc:
         module.fail_json(msg="sign-in map refused: %s" % exc)
-    data = render(document)
     current, current_doc = read_current(path)
+    if p["revoke_only"]:
+        document = restrict(current_doc, document)
+    data = render(document)
     summary = compare(current_doc, document)
     content_changed = current != data
 

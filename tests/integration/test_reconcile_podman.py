@@ -130,6 +130,11 @@ def check_invariants(env, expired_ids, strict_members=None):
         assert u not in members, f"expired {u} is still in the data group"
     for u in members:
         assert shadow.get(u) != "1", f"{u} is locked but in the data group"
+    mapped = {e["username"] for e in (smap or {}).get("active", [])}
+    for i in expired_ids:
+        assert f"s{i:06d}" not in mapped, f"expired s{i:06d} still has a sign-in mapping"
+    for u in mapped:
+        assert shadow.get(u) != "1", f"{u} is locked but still has a sign-in mapping"
     if strict_members is not None:
         assert members == {f"s{i:06d}" for i in strict_members}
     return passwd, shadow, members, smap
@@ -156,10 +161,14 @@ def test_full_lifecycle(env):
     assert len(smap["active"]) == N and smap["expired"] == []
     assert reconcile(env, now1).changes == {}
 
-    # 2. 10% expire
+    # 2. 10% expire; one of them has an R session running (it holds the data group until it ends)
+    subprocess.run(["podman", "exec", "-d", "--user", "200007:200007", env["name"], "sleep", "600"], check=True)
+    assert subprocess.run(["podman", "exec", env["name"], "pgrep", "-u", "200007"], capture_output=True).returncode == 0
     now2 = T0 + timedelta(days=90)
     s2 = reconcile(env, now2)
     assert s2.changes.get("account.locked") == 200 and s2.changes.get("group.member_removed") == 200
+    assert s2.changes.get("session.terminated") == 1
+    assert subprocess.run(["podman", "exec", env["name"], "pgrep", "-u", "200007"], capture_output=True).returncode == 1
     _p, shadow, _m, smap = check_invariants(env, ids(1, 200), strict_members=ids(201, N))
     assert len(smap["active"]) == N - 200 and len(smap["expired"]) == 200
     assert all(shadow[f"s{i:06d}"] == "1" for i in ids(1, 200))
@@ -223,7 +232,7 @@ def test_sigkill_mid_apply_then_converges(env):
             pass
     proc.wait()
     expired = list(ids(101, 300))
-    # the group removals ran before the accounts task: no expired student has data access now
+    # the group and sign-in map removals ran before the accounts task: no expired student has access now
     _p, _s, members, _m = check_invariants(env, expired)
     homes = sum(1 for i in range(N + 1, N + 401) if (env["root"] / "home" / f"s{i:06d}").is_dir())
     print(f"\nafter SIGKILL: {sum(1 for i in range(N + 1, N + 401) if f's{i:06d}' in _p)} of 400 new accounts in passwd, "

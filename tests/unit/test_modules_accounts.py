@@ -324,3 +324,47 @@ def test_group_and_access_modules(played):
     assert res["group"]["diff"]["after"] == "s000001\n"
     assert res["group_again"]["changed"] is False
     assert res["access_check"]["changed"] and res["access_check"]["changes"][0]["before"]["state"] == "absent"
+
+
+def _spawn(uid, ignore_term=False):
+    """A process running as ``uid`` (as an R session left running would); root can do this."""
+    script = ("trap '' TERM; " if ignore_term else "") + "exec sleep 300"
+    return subprocess.Popen(["/bin/sh", "-c", script], user=uid, group=uid, cwd="/",
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="starting processes under another uid needs root")
+@pytest.mark.parametrize("ignore_term", [False, True], ids=["exits-on-TERM", "ignores-TERM-so-KILL"])
+def test_expired_students_running_processes_are_ended(root, ignore_term):
+    run(root, [A(91), A(92)])
+    expired_proc, active_proc = _spawn(200091, ignore_term), _spawn(200092)
+    try:
+        # check mode reports the running processes and ends nothing
+        res = run(root, [A(91, "expired"), A(92)], check=True, proc="/proc", terminate_grace=0.5)
+        assert {"kind": "session.terminated", "username": "s000091", "uid": 200091,
+                "before": {"processes": 1}, "after": {"processes": 0}} in res["changes"]
+        assert expired_proc.poll() is None
+        res = run(root, [A(91, "expired"), A(92)], proc="/proc", terminate_grace=0.5)
+        kinds = sorted(c["kind"] for c in res["changes"])
+        assert kinds == ["account.locked", "session.terminated"]
+        assert expired_proc.wait(timeout=10) == (-9 if ignore_term else -15)
+        assert active_proc.poll() is None  # the active student's session is left alone
+        assert "s000091 processes: 1" in res["diff"]["before"]
+        # the next run finds nothing left: idempotent
+        assert run(root, [A(91, "expired"), A(92)], proc="/proc")["changes"] == []
+        # a process started again after the lock (e.g. by cron before it was refused) goes on the next run
+        again = _spawn(200091)
+        res = run(root, [A(91, "expired"), A(92)], proc="/proc", terminate_grace=0.5)
+        assert [c["kind"] for c in res["changes"]] == ["session.terminated"]
+        assert again.wait(timeout=10) == -15
+    finally:
+        for p in (expired_proc, active_proc):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def test_processes_are_not_looked_for_in_a_test_tree_without_proc(root):
+    # root != "/" means the managed system's /proc is root/proc: here there is none
+    run(root, [A(93)])
+    assert run(root, [A(93, "expired")])["counts"] == {"account.locked": 1}

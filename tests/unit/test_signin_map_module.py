@@ -91,6 +91,28 @@ def test_atomic_write_sets_mode_before_the_file_appears(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["map.json"]  # no temp file left
 
 
+@pytest.mark.parametrize(
+    "current, requested_active, requested_expired, active_after, expired_after",
+    [
+        # the expired student's entry goes; a new student is NOT added (that waits for the account)
+        ([e(A, "s000001"), e(B, "s000002")], [e(A, "s000001"), e(D, "s000004")], [B], ["s000001"], [B]),
+        # nothing revoked: the file stays as it is (an updated ready_at is not applied either)
+        ([e(A, "s000001")], [e(A, "s000001", "2026-11-27T00:00:00Z")], [], ["s000001"], []),
+        # a missing or unreadable file: nothing active survives, only expired hashes are written
+        (None, [e(A, "s000001")], [C], [], [C]),
+    ],
+    ids=["revokes-but-adds-nothing", "no-revocation-no-update", "no-current-map"],
+)
+def test_restrict_only_takes_access_away(current, requested_active, requested_expired, active_after, expired_after):
+    cur = mu.build_document(current, []) if current is not None else None
+    out = mu.restrict(cur, mu.build_document(requested_active, requested_expired))
+    assert [x["username"] for x in out["active"]] == active_after and out["expired"] == expired_after
+    if cur is not None and active_after:
+        assert out["active"][0] == cur["active"][0]  # kept exactly as it was
+    summary = mu.compare(cur, out)
+    assert summary["added"] == [] and summary["updated"] == []
+
+
 PLAYBOOK = """
 - hosts: localhost
   gather_facts: false
@@ -149,12 +171,35 @@ PLAYBOOK = """
       cdsops_signin_map: {{path: "{dir}/new/signin-map.json", group: no-such-group-cdsops, entries: []}}
       check_mode: true
       register: r_group_check
+    - name: revoke only on a host with no map yet
+      cdsops_signin_map: {{path: "{dir}/none/signin-map.json", group: no-such-group-cdsops, entries: "{{{{ entries }}}}", revoke_only: true}}
+      register: r_revoke_missing
+    - name: a full map for the revoke tests
+      cdsops_signin_map: {{path: "{dir}/revoke-map.json", group: root, entries: "{{{{ entries }}}}", expired: ["{C}"]}}
+    - name: revoke only, check mode (s000002 expires, s000004 is new)
+      cdsops_signin_map: &revoke
+        path: "{dir}/revoke-map.json"
+        group: root
+        entries: [{{hash: "{A}", username: s000001, ready_at: "2026-11-26T17:00:00Z"}}, {{hash: "{D}", username: s000004, ready_at: "2026-11-26T17:00:00Z"}}]
+        expired: ["{C}", "{B}"]
+        revoke_only: true
+      check_mode: true
+      diff: true
+      register: r_revoke_check
+    - name: revoke only
+      cdsops_signin_map: *revoke
+      diff: true
+      register: r_revoke
+    - name: revoke only again (idempotent)
+      cdsops_signin_map: *revoke
+      register: r_revoke_again
     - name: save results
       ansible.builtin.copy:
         dest: "{dir}/results.json"
         content: "{{{{ dict(check=r_check, check_stat=r_check_stat, first=r_first, second=r_second,
                     check_change=r_check_change, dup_user=r_dup_user, dup_hash=r_dup_hash,
-                    mode=r_mode, group=r_group, group_check=r_group_check) | to_json }}}}"
+                    mode=r_mode, group=r_group, group_check=r_group_check, revoke_missing=r_revoke_missing,
+                    revoke_check=r_revoke_check, revoke=r_revoke, revoke_again=r_revoke_again) | to_json }}}}"
 """
 
 
@@ -218,3 +263,15 @@ def test_check_mode_on_a_fresh_host_warns_instead_of_failing(results):
     assert not r.get("failed") and r["changed"] is True
     assert any("no-such-group-cdsops does not exist" in w for w in r["warnings"])
     assert not (results["dir"] / "new").exists()
+
+
+def test_revoke_only_removes_the_expired_and_adds_nobody(results):
+    assert results["revoke_missing"]["changed"] is False and not results["revoke_missing"].get("failed")
+    assert not (results["dir"] / "none").exists()
+    assert results["revoke_check"]["changed"] is True and results["revoke_check"]["removed"] == ["s000002"]
+    assert results["revoke"]["removed"] == ["s000002"] and results["revoke"]["added"] == []
+    assert "removed: s000002" in results["revoke"]["diff"]["after"]
+    doc = json.loads((results["dir"] / "revoke-map.json").read_text())
+    assert [x["username"] for x in doc["active"]] == ["s000001"]  # s000004 waits for the full run
+    assert doc["expired"] == sorted([B, C])
+    assert results["revoke_again"]["changed"] is False
