@@ -3,7 +3,10 @@ through ansible-runner, record every change, write metrics, print one JSON line.
 
 - an exclusive lock (``<state_dir>/reconcile.lock``, ``fcntl``): a second run exits at once
   with :data:`EXIT_BUSY` and a clear message; a killed run's lock dies with it;
-- job and idle timeouts (ansible-runner ``job_timeout``/``idle_timeout``);
+- job and idle timeouts (ansible-runner ``job_timeout``/``idle_timeout``); after a timeout, a
+  cancel (SIGTERM/SIGINT) or an error every process of the run is killed, also the playbook's
+  workers, which ansible starts in sessions of their own beyond the reach of ansible-runner's
+  process-group kill (each process of a run carries ``CDSOPS_RECONCILE_RUN=<run id>``);
 - artifacts under ``<state_dir>/runner/artifacts/<run id>``, the newest ``keep_artifacts`` kept;
 - every change a module reports (``changes`` in its result: kind, username, before, after)
   becomes one JSON line in the store's changes record, with the run id;
@@ -20,6 +23,7 @@ import errno
 import fcntl
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -53,6 +57,7 @@ EXIT_BUSY = 75  # EX_TEMPFAIL: another reconcile holds the lock; try again later
 STATUS_CODES = {"successful": 0, "failed": 1, "guard": 3, "timeout": 4, "canceled": 5, "error": 1}
 DEFAULT_TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
 METRICS_FILE = "cdsops_reconcile.prom"
+RUN_MARKER = "CDSOPS_RECONCILE_RUN"  # in the environment of every process a run starts
 
 
 class Busy(RuntimeError):
@@ -206,6 +211,76 @@ def _student_id(username: str | None, prefix: str) -> int | None:
     return int(rest) if rest.isdigit() else None
 
 
+def _proc_stat(pid: int) -> tuple[str, int, int, int] | None:
+    """(state, ppid, pgid, sid) of a process from ``/proc/<pid>/stat``; None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()  # the command name may hold spaces and parentheses
+    try:
+        return fields[0], int(fields[1]), int(fields[2]), int(fields[3])
+    except (IndexError, ValueError):
+        return None
+
+
+def _run_processes(run_id: str) -> set[int]:
+    """The live processes of run ``run_id``: those whose environment carries its marker, every
+    process in their sessions (a module that cleared its environment), and all their descendants."""
+    marker = f"{RUN_MARKER}={run_id}".encode()
+    me = os.getpid()
+    stats: dict[int, tuple[str, int, int, int]] = {}
+    marked: set[int] = set()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return set()  # no procfs: ansible-runner's process-group kill is all there is
+    for entry in entries:
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        pid = int(entry)
+        st = _proc_stat(pid)
+        if st is None or st[0] in ("Z", "X"):
+            continue
+        stats[pid] = st
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                if marker in fh.read().split(b"\0"):
+                    marked.add(pid)
+        except OSError:
+            continue  # another user's process, or gone
+    own_sid = os.getsid(0)
+    sessions = {stats[p][3] for p in marked} - {own_sid}
+    found = marked | {p for p, st in stats.items() if st[3] in sessions}
+    grew = True
+    while grew:
+        more = {p for p, st in stats.items() if st[1] in found and p not in found}
+        found |= more
+        grew = bool(more)
+    found.discard(me)
+    return found
+
+
+def _kill_run(run_id: str, wait_s: float = 5.0) -> list[int]:
+    """SIGKILL every process of run ``run_id`` (rescanning, so a fork during the kill is caught
+    too) and wait until they are gone; returns the pids killed."""
+    killed: list[int] = []
+    deadline = time.monotonic() + wait_s
+    while True:
+        pids = _run_processes(run_id)
+        for pid in sorted(pids):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                continue  # gone already, or not ours to kill
+            if pid not in killed:
+                killed.append(pid)
+        if not pids or time.monotonic() > deadline:
+            return killed
+        time.sleep(0.05)
+
+
 def _rotate(artifacts: Path, keep: int) -> None:
     if keep <= 0 or not artifacts.is_dir():
         return
@@ -307,6 +382,7 @@ def _run_playbook(summary: RunSummary, config: Config, *, config_path, store_uri
         "CDSOPS_ROSTER": str(store_uri),
         "CDSOPS_NOW": format_meta_time(now),
         "CDSOPS_ALLOW_MASS_REVOKE": "1" if allow_mass_revoke else "0",
+        RUN_MARKER: summary.run_id,  # finds the run's processes to kill after a timeout or cancel
         # ansible-playbook of this venv first (the timer's unit has a minimal PATH)
         "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")]),
     }
@@ -321,6 +397,7 @@ def _run_playbook(summary: RunSummary, config: Config, *, config_path, store_uri
     cmdline = "--check --diff" if check else None
     old_path = os.environ.get("PATH")
     os.environ["PATH"] = env["PATH"]  # ansible-runner looks ansible-playbook up in its own PATH
+    status = "error"
     try:
         r = ansible_runner.run(
             private_data_dir=str(pdd),
@@ -344,6 +421,13 @@ def _run_playbook(summary: RunSummary, config: Config, *, config_path, store_uri
             os.environ.pop("PATH", None)
         else:
             os.environ["PATH"] = old_path
+        if status not in ("successful", "failed"):
+            # timeout, cancel, error (or an exception on its way out): ansible-runner killed the
+            # ansible-playbook process group only; the workers live on in sessions of their own
+            killed = _kill_run(summary.run_id)
+            if killed:
+                summary.failures.append({"host": "", "task": "ansible-runner",
+                                         "msg": f"killed {len(killed)} leftover process(es) of the {status} run"})
         _rotate(pdd / "artifacts", keep_artifacts)
     summary.artifacts = str(pdd / "artifacts" / summary.run_id)
     summary.failures.extend(collector.failures)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -101,6 +104,22 @@ def test_cli_reconcile_busy_and_usage(world):
     assert json.loads(out.stdout)["status"] == "guard" and "allow-mass-revoke" in out.stderr
 
 
+def _processes_mentioning(text: str) -> list[tuple[int, str]]:
+    """Live processes (not zombies) whose command line contains ``text``, other than this one."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmdline = fh.read().replace(b"\0", b" ").decode("utf-8", "replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append((int(entry), cmdline))
+    return found
+
+
 def test_job_timeout_stops_the_run_and_artifacts_are_rotated(world):
     book = world["tmp"] / "slow.yml"
     book.write_text("- hosts: localhost\n  gather_facts: false\n  tasks:\n    - ansible.builtin.pause: {seconds: 30}\n")
@@ -110,12 +129,46 @@ def test_job_timeout_stops_the_run_and_artifacts_are_rotated(world):
               textfile_dir=world["tmp"], keep_artifacts=2)
     s = reconcile(load_config(world["cfg"]), playbook=book, job_timeout=3, **kw)
     assert s.status == "timeout" and s.exit_code == 4 and s.duration_s < 25
+    # nothing of the timed-out run is left that could still apply changes: not ansible-playbook,
+    # not its workers (they run in sessions of their own), not a module they started
+    assert _processes_mentioning(str(book)) == []
     assert "cdsops_reconcile_last_status 4" in (world["tmp"] / "cdsops_reconcile.prom").read_text()
     runs = [reconcile(load_config(world["cfg"]), playbook=quick, **kw) for _ in range(3)]
     assert all(r.status == "successful" for r in runs)
     kept = sorted(p.name for p in (world["tmp"] / "state" / "runner" / "artifacts").iterdir())
     assert kept == sorted(r.run_id for r in runs[-2:])
     assert "last_applied_at" in open_store(world["store"]).load_meta()
+
+
+def test_canceled_run_leaves_no_process_behind(world):
+    """SIGTERM to the reconcile cancels the run (ansible-runner's handler) and kills all of it."""
+    book = world["tmp"] / "slow-cancel.yml"
+    book.write_text("- hosts: localhost\n  gather_facts: false\n  tasks:\n    - ansible.builtin.pause: {seconds: 60}\n")
+    script = (
+        "import sys\n"
+        "from datetime import datetime, timezone\n"
+        "from cdsops.config import load_config\n"
+        "from cdsops.runner import reconcile\n"
+        "s = reconcile(load_config(sys.argv[1]), config_path=sys.argv[1], store_uri=sys.argv[2], playbook=sys.argv[3],\n"
+        "              now=datetime(2026, 6, 2, tzinfo=timezone.utc), state_dir=sys.argv[4], textfile_dir=None)\n"
+        "print(s.to_json())\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script, world["cfg"], world["store"], str(book), str(world["tmp"] / "state")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        # wait for the worker: ansible-playbook and a fork of it running the pause task
+        while len(_processes_mentioning(str(book))) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() is not None else "timeout"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert json.loads(out.strip().splitlines()[-1])["status"] == "canceled", err
+    assert _processes_mentioning(str(book)) == []
 
 
 def test_source_is_synced_before_the_plan(world):
