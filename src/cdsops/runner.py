@@ -97,13 +97,21 @@ class RunSummary:
         return json.dumps(out, sort_keys=True)
 
 
+PACKAGED_ANSIBLE_HOME = Path(__file__).resolve().parent / "ansible"
+
+
 def ansible_home() -> Path:
-    """The directory holding ``playbooks/``, ``plugins/``, ``roles/`` and ``inventory/``:
-    ``$CDSOPS_ANSIBLE_HOME``, else the checkout cdsops is installed from."""
+    """The directory holding ``playbooks/reconcile.yml`` and ``plugins/``:
+    ``$CDSOPS_ANSIBLE_HOME``; else the checkout cdsops is installed from (editable install);
+    else the copy inside the installed package (``cdsops/ansible``, what the management host
+    runs: the playbook and the plugins always match the installed code)."""
     env = os.environ.get("CDSOPS_ANSIBLE_HOME")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2]
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "playbooks" / "reconcile.yml").is_file() and (checkout / "plugins").is_dir():
+        return checkout
+    return PACKAGED_ANSIBLE_HOME
 
 
 @contextlib.contextmanager
@@ -322,6 +330,12 @@ def reconcile(
             f"cannot find playbooks/reconcile.yml under {home}; set CDSOPS_ANSIBLE_HOME or reconcile.ansible_home "
             "to the cdsops checkout (playbooks/, plugins/, inventory/)"
         )
+    inv = Path(inventory) if inventory else home / "inventory" / "local" / "cdsops.yml"
+    if not inv.exists():
+        raise FileNotFoundError(
+            f"cannot find the reconcile inventory {inv}; give --inventory or reconcile.inventory in the configuration "
+            "(a cdsops_roster inventory file, see inventory/production/cdsops.yml)"
+        )
     if "://" not in store_uri and not store_uri.startswith(("duckdb:", "bigquery:")):
         store_uri = str(Path(store_uri).resolve())  # the playbook runs in another directory
     state = Path(state_dir)
@@ -370,7 +384,6 @@ def _run_playbook(summary: RunSummary, config: Config, *, config_path, store_uri
     inv = Path(inventory) if inventory else home / "inventory" / "local" / "cdsops.yml"
     book = Path(playbook) if playbook else home / "playbooks" / "reconcile.yml"
     env = {
-        "ANSIBLE_CONFIG": str(home / "ansible.cfg"),
         "ANSIBLE_LIBRARY": str(home / "plugins" / "modules"),
         "ANSIBLE_MODULE_UTILS": str(home / "plugins" / "module_utils"),
         "ANSIBLE_INVENTORY_PLUGINS": str(home / "plugins" / "inventory"),
@@ -386,6 +399,10 @@ def _run_playbook(summary: RunSummary, config: Config, *, config_path, store_uri
         # ansible-playbook of this venv first (the timer's unit has a minimal PATH)
         "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")]),
     }
+    if (home / "ansible.cfg").is_file():
+        env["ANSIBLE_CONFIG"] = str(home / "ansible.cfg")
+    else:  # the installed package ships no ansible.cfg: keep a stray one (e.g. in the cwd) out
+        env["ANSIBLE_CONFIG"] = os.devnull
     if config_path:
         env["CDSOPS_CONFIG"] = str(Path(config_path).resolve())
     for k in ("CDSOPS_SIGNIN_KEY", "CDSOPS_EMAIL_OUTBOX", "CDSOPS_GOOGLE_EMULATOR", "SENDGRID_API_KEY", "HOME",
