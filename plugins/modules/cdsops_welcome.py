@@ -16,7 +16,8 @@ description:
     due notification (C(student_id), C(admission), C(kind)) it looks the address up in the
     store's profiles, renders the template and sends it through the configured provider
     (C(providers.email) of the cdsops configuration: SMTP or SendGrid), recording it in the
-    notification ledger (the C(notifications) table of the DuckDB store), so each
+    notification ledger that lives next to the roster (the C(notifications) table of the DuckDB
+    store, or of the BigQuery dataset of a C(bigquery://PROJECT/DATASET) store), so each
     (student, admission, kind) is sent at most once even across crashed runs.
   - With I(outbox), messages are written as C(.eml) files into that directory instead of being
     sent (the embedded default and the demo: no mail server, no network).
@@ -26,7 +27,9 @@ version_added: "0.1.0"
 author: cdsops contributors
 options:
   store:
-    description: The roster store (a DuckDB file path).
+    description:
+      - The roster store, as for C(cdsops --roster) (a DuckDB file path, C(duckdb:PATH), or
+        C(bigquery://PROJECT/DATASET)); its notification ledger is used.
     type: str
     required: true
   config:
@@ -81,6 +84,19 @@ _DEFAULT_CONTEXT = {
 }
 
 
+def open_ledger(store):
+    """The notification ledger next to the roster store ``store`` (DuckDB file or BigQuery dataset)."""
+    from cdsops.providers.factory import ledger_for_store
+
+    return ledger_for_store(store)
+
+
+def close_ledger(ledger):
+    close = getattr(ledger, "close", None)
+    if close is not None:
+        close()
+
+
 class FileOutbox(object):
     """An email provider that writes each message as an .eml file (embedded default, demo)."""
 
@@ -119,7 +135,7 @@ def main():
     try:
         from cdsops.config import load_config
         from cdsops.providers.base import NotificationKey
-        from cdsops.providers.email import DuckDBLedger, Notification, Notifier
+        from cdsops.providers.email import Notification, Notifier
         from cdsops.providers.factory import email_provider
         from cdsops.roster import iso
         from cdsops.store import open_store
@@ -160,13 +176,16 @@ def main():
                "expires_on": iso(st.expires_at)[:10] if st else ""}
         items.append(Notification(key, prof.email, ctx))
         by_key[str(key)] = (sid, username, adm, kind)
-    ledger = DuckDBLedger(p["store"])
+    try:
+        ledger = open_ledger(p["store"])
+    except Exception as exc:
+        module.fail_json(msg="cannot open the notification ledger of %s: %s: %s" % (p["store"], exc.__class__.__name__, exc))
     try:
         report = Notifier(provider, ledger, defaults=context).notify(items)
     except Exception as exc:
         module.fail_json(msg="%s: %s" % (exc.__class__.__name__, exc))
     finally:
-        ledger.close()
+        close_ledger(ledger)
     changes = []
     for name in report.sent:
         sid, username, adm, kind = by_key[name]

@@ -102,3 +102,105 @@ def test_results_never_carry_an_address_or_name(played):
 def test_bad_notification_is_a_clear_error(played):
     res, *_ = played
     assert res["bad"]["failed"] and "needs student_id, username, admission and kind" in res["bad"]["msg"]
+
+
+# -- the ledger next to the store ---------------------------------------------------------
+def _welcome_module():
+    import importlib.util
+
+    name = "cdsops_welcome_module_under_test"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / "plugins/modules/cdsops_welcome.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        sys.modules[name] = mod
+    return sys.modules[name]
+
+
+def test_a_bigquery_store_selects_the_bigquery_ledger(monkeypatch):
+    import cdsops.providers.ledger_bigquery as lbq
+
+    made = []
+
+    class FakeBigQueryLedger(lbq.BigQueryLedger):
+        def __init__(self, project, dataset, **kw):  # no client, no DDL: no BigQuery needed
+            made.append((project, dataset))
+            self.closed = False
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(lbq, "BigQueryLedger", FakeBigQueryLedger)
+    mod = _welcome_module()
+    led = mod.open_ledger("bigquery://course-project/roster")
+    assert isinstance(led, FakeBigQueryLedger) and made == [("course-project", "roster")]
+    mod.close_ledger(led)
+    assert led.closed
+
+
+@pytest.mark.parametrize("form", ["{p}", "duckdb:{p}"])
+def test_a_duckdb_store_selects_the_duckdb_ledger_in_that_file(tmp_path, form):
+    from cdsops.providers.base import NotificationKey
+    from cdsops.providers.email import DuckDBLedger
+
+    mod = _welcome_module()
+    path = tmp_path / "roster.duckdb"
+    led = mod.open_ledger(form.format(p=path))
+    try:
+        assert isinstance(led, DuckDBLedger) and led.claim(NotificationKey(1, "1", "welcome"))
+    finally:
+        mod.close_ledger(led)
+    assert path.is_file() and not (tmp_path / "duckdb:roster.duckdb").exists()
+    mod.close_ledger(object())  # a ledger without close() is fine
+
+
+@pytest.mark.integration
+def test_module_records_in_the_bigquery_dataset_of_a_bigquery_store(tmp_path, monkeypatch):
+    """Through ansible-playbook against bqemulator: sent once, recorded in BigQuery, no DuckDB file."""
+    import secrets
+
+    if not (Path(sys.prefix) / "bin" / "bqemulator").exists():
+        pytest.skip("bqemulator is not installed in this venv")
+    from cdsops.store import open_store
+    from cdsops.testing import bigquery_client, running_emulator
+
+    project = "test-project"
+    cfg = tmp_path / "cdsops.yml"
+    cfg.write_text("compute_hosts: [c1]\n")
+    src = tmp_path / "reg.csv"
+    with open(src, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["submitted_at", "email", "full_name", "city", "country", "agreed_dua", "agreed_terms"])
+        for i in range(1, 3):
+            w.writerow([(T0 + timedelta(minutes=i)).strftime("%Y-%m-%dT%H:%M:%SZ"), f"bq{i}@example.org", f"Bq{i} L", "C", "K", "Yes", "Yes"])
+    with running_emulator(project=project) as emu:
+        monkeypatch.setenv("CDSOPS_BIGQUERY_ENDPOINT", emu.endpoint)
+        monkeypatch.setenv("CDSOPS_BIGQUERY_TIMEOUT", "60")
+        ds = "welcome_" + secrets.token_hex(4)
+        c = bigquery_client(emu.endpoint, project)
+        c.create_dataset(ds)
+        c.close()
+        store = f"bigquery://{project}/{ds}"
+        now = T0 + timedelta(hours=1)
+        roster_sync(str(src), store, load_config(cfg), now)
+        due = [n.to_dict() for n in compute_plan(store, load_config(cfg), now, enforce_guard=False).notifications]
+        assert len(due) == 2
+        out = tmp_path / "out.json"
+        play = ("- hosts: localhost\n  gather_facts: false\n  tasks:\n"
+                "    - cdsops_welcome: {store: '%s', config: '%s', outbox: '%s', notifications: %s}\n      register: send\n"
+                "    - cdsops_welcome: {store: '%s', config: '%s', outbox: '%s', notifications: %s}\n      register: again\n"
+                "    - ansible.builtin.copy: {dest: '%s', content: \"{{ {'send': send, 'again': again} | to_json }}\"}\n"
+                ) % ((store, cfg, tmp_path / "outbox", json.dumps(due)) * 2 + (out,))
+        (tmp_path / "play.yml").write_text(play)
+        env = dict(os.environ, ANSIBLE_LIBRARY=str(REPO / "plugins/modules"), ANSIBLE_MODULE_UTILS=str(REPO / "plugins/module_utils"),
+                   ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
+        proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local",
+                               "-e", f"ansible_python_interpreter={sys.executable}", str(tmp_path / "play.yml")],
+                              env=env, capture_output=True, text=True, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+        res = json.loads(out.read_text())
+        assert res["send"]["report"]["sent"] == 2 and res["again"]["report"]["skipped"] == 2
+        # the ledger is the dataset's notifications table: the store reads it, the plan is done
+        assert open_store(store).sent_notifications() == frozenset({(1, 1, "welcome"), (2, 1, "welcome")})
+        assert compute_plan(store, load_config(cfg), now, enforce_guard=False).notifications == ()
+    assert not [p for p in tmp_path.rglob("*") if "duckdb" in p.name or p.name.startswith("bigquery")]
