@@ -7,6 +7,8 @@
   users) are kept as they are.
 * :func:`ensure_data_dir` - the course data tree is ``root:<group>``, directories 0750,
   files 0640 (setuid/setgid/sticky and world bits removed); symlinks are never followed.
+* :func:`provider_main` - the ``main()`` of both modules: the shared options (``provider``,
+  ``config``, ``root``) and the dispatch to the local or the google implementation.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -21,7 +23,14 @@ try:
 except ImportError:
     import cdsops_etc as etc  # type: ignore
 
-__all__ = ["ReconcileError", "ensure_group", "ensure_data_dir"]
+__all__ = ["ReconcileError", "ensure_group", "ensure_data_dir", "PROVIDER_OPTIONS", "provider_main"]
+
+# the options every provider module has (its own are added to these)
+PROVIDER_OPTIONS = {
+    "provider": {"type": "str", "choices": ["local", "google"], "default": "local"},
+    "config": {"type": "path"},
+    "root": {"type": "path", "default": "/"},
+}
 
 
 class ReconcileError(Exception):
@@ -152,3 +161,17 @@ def ensure_data_dir(root, path, group, owner_uid=0, dir_mode=0o750, file_mode=0o
             if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
                 fix(p, st, stat.S_ISDIR(st.st_mode))
     return {"changed": bool(changes), "changes": changes}
+
+
+def provider_main(argument_spec, local, google):
+    """Run a module with ``provider: local|google``: build the AnsibleModule (check mode
+    supported) from :data:`PROVIDER_OPTIONS` plus the module's own ``argument_spec``, then
+    hand it to ``google(module)`` or ``local(module)``; each of them exits the module."""
+    from ansible.module_utils.basic import AnsibleModule
+
+    spec = dict((k, dict(v)) for k, v in PROVIDER_OPTIONS.items())
+    spec.update(argument_spec)
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    if module.params["provider"] == "google":
+        google(module)
+    local(module)

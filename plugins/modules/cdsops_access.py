@@ -63,8 +63,7 @@ changes:
   elements: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.cdsops_reconcile import ReconcileError, ensure_data_dir
+from ansible.module_utils.cdsops_reconcile import ReconcileError, ensure_data_dir, provider_main
 
 
 def _local(module):
@@ -101,20 +100,12 @@ def _google(module):
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            provider=dict(type="str", choices=["local", "google"], default="local"),
-            path=dict(type="path", default="/srv/cdsdata"),
-            group=dict(type="str", default="cdsdata"),
-            create=dict(type="bool", default=True),
-            config=dict(type="path"),
-            root=dict(type="path", default="/"),
-        ),
-        supports_check_mode=True,
-    )
-    if module.params["provider"] == "google":
-        _google(module)
-    _local(module)
+    # provider, config and root: cdsops_reconcile.PROVIDER_OPTIONS
+    provider_main(dict(
+        path=dict(type="path", default="/srv/cdsdata"),
+        group=dict(type="str", default="cdsdata"),
+        create=dict(type="bool", default=True),
+    ), local=_local, google=_google)
 
 
 if __name__ == "__main__":

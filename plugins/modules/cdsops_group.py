@@ -99,8 +99,7 @@ removed:
   type: list
 """
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.cdsops_reconcile import ReconcileError, ensure_group
+from ansible.module_utils.cdsops_reconcile import ReconcileError, ensure_group, provider_main
 from ansible.module_utils.cdsops_etc import EtcError
 
 
@@ -163,24 +162,16 @@ def _google(module):
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            provider=dict(type="str", choices=["local", "google"], default="local"),
-            name=dict(type="str", default="cdsdata"),
-            gid=dict(type="int"),
-            members=dict(type="list", elements="str", default=[]),
-            managed_pattern=dict(type="str", default="^s[0-9]{6}$"),
-            identities=dict(type="list", elements="str", default=[], no_log=True),
-            usernames=dict(type="list", elements="str", default=[]),
-            config=dict(type="path"),
-            revoke_only=dict(type="bool", default=False),
-            root=dict(type="path", default="/"),
-        ),
-        supports_check_mode=True,
-    )
-    if module.params["provider"] == "google":
-        _google(module)
-    _local(module)
+    # provider, config and root: cdsops_reconcile.PROVIDER_OPTIONS
+    provider_main(dict(
+        name=dict(type="str", default="cdsdata"),
+        gid=dict(type="int"),
+        members=dict(type="list", elements="str", default=[]),
+        managed_pattern=dict(type="str", default="^s[0-9]{6}$"),
+        identities=dict(type="list", elements="str", default=[], no_log=True),
+        usernames=dict(type="list", elements="str", default=[]),
+        revoke_only=dict(type="bool", default=False),
+    ), local=_local, google=_google)
 
 
 if __name__ == "__main__":
