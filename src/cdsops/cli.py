@@ -24,18 +24,15 @@ class CliError(Exception):
 
 
 def _now(value: str | None) -> datetime:
+    """``--now``: an ISO 8601 time (``Z`` or an offset; naive is UTC), as UTC; now when absent."""
     if not value:
         return datetime.now(timezone.utc)
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
+    from .registrations import parse_iso_time
+
     try:
-        dt = datetime.fromisoformat(text)
+        return parse_iso_time(value)
     except ValueError:
         raise CliError(f"--now must be an ISO 8601 time, got {value!r}") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc)
 
 
 def _config(args: argparse.Namespace):

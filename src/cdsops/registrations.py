@@ -20,6 +20,7 @@ __all__ = [
     "Registration",
     "Rejection",
     "ValidationResult",
+    "parse_iso_time",
     "parse_time",
     "validate_row",
     "validate_rows",
@@ -99,6 +100,18 @@ def normalize_header(name: object) -> str:
     return HEADER_ALIASES.get(text, text)
 
 
+def parse_iso_time(text: str) -> datetime:
+    """An ISO 8601 time (a trailing ``Z``/``z`` is UTC; a naive time is taken as UTC) as an aware
+    UTC datetime; ``ValueError`` when it is not one. Also the CLI's ``--now``."""
+    iso = text.strip()
+    if iso.endswith(("Z", "z")):
+        iso = iso[:-1] + "+00:00"
+    dt = datetime.fromisoformat(iso)
+    if dt.tzinfo is None:
+        return dt.replace(tzinfo=timezone.utc)
+    return dt if dt.tzinfo is timezone.utc else dt.astimezone(timezone.utc)
+
+
 def parse_time(value: object) -> datetime:
     """Parse a submission time to an aware UTC datetime; naive times are taken as UTC."""
     dt = None
@@ -125,13 +138,8 @@ def parse_time(value: object) -> datetime:
             except ValueError as exc:
                 raise ValueError(f"submitted_at is not a valid time: {exc}") from None
         else:
-            iso = text
-            if iso.endswith(("Z", "z")):
-                iso = iso[:-1] + "+00:00"
-            if iso.upper().endswith(" UTC"):
-                iso = iso[:-4] + "+00:00"
             try:
-                dt = datetime.fromisoformat(iso)
+                dt = parse_iso_time(text[:-4] + "+00:00" if text.upper().endswith(" UTC") else text)
             except ValueError:
                 raise ValueError(f"submitted_at is not an ISO 8601 time: {_preview(text)}") from None
     if dt.tzinfo is None:
