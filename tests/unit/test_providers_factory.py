@@ -45,6 +45,23 @@ def test_google_and_sendgrid(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(factory.email_provider(c), SendGridEmailProvider)
 
 
+def test_email_secrets_from_the_credentials_dir(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    # the management role writes credential files 0600 into $CDSOPS_CREDENTIALS_DIR
+    (tmp_path / "sendgrid.key").write_text("SG.from-file\n")
+    (tmp_path / "smtp.pass").write_text("hunter2\n")
+    monkeypatch.setenv("CDSOPS_CREDENTIALS_DIR", str(tmp_path))
+    monkeypatch.delenv("SENDGRID_API_KEY", raising=False)
+    e = factory.email_provider(cfg({"email": {"kind": "sendgrid", "sender": "cds@example.org", "api_key_file": "sendgrid.key"}}))
+    assert isinstance(e, SendGridEmailProvider) and e.client.api_key == "SG.from-file"
+    e = factory.email_provider(cfg({"email": {"kind": "smtp", "username": "u", "password_file": str(tmp_path / "smtp.pass")}}))
+    assert e.password == "hunter2"
+    with pytest.raises(ConfigError, match=r"api_key_file: cannot read .*missing.key"):
+        factory.email_provider(cfg({"email": {"kind": "sendgrid", "api_key_file": "missing.key"}}))
+    (tmp_path / "empty.key").write_text("\n")
+    with pytest.raises(ConfigError, match="empty.key is empty"):
+        factory.email_provider(cfg({"email": {"kind": "sendgrid", "api_key_file": "empty.key"}}))
+
+
 @pytest.mark.parametrize(
     "providers,which,msg",
     [

@@ -109,6 +109,27 @@ def access_provider(cfg: Config):
         raise ConfigError(f"providers.access: {exc}") from None
 
 
+def _secret(sec: dict, name: str, default_env: str | None) -> str | None:
+    """A secret of the email section: ``<name>_file`` (a path; relative paths are in
+    ``$CDSOPS_CREDENTIALS_DIR``, where the management role writes the credential files, 0600)
+    or else ``<name>_env`` (an environment variable). Never the YAML itself."""
+    path = sec.get(f"{name}_file")
+    if path:
+        path = str(path)
+        if not os.path.isabs(path):
+            path = os.path.join(os.environ.get("CDSOPS_CREDENTIALS_DIR", "/etc/cdsops/credentials"), path)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                value = fh.read().strip()
+        except OSError as exc:
+            raise ConfigError(f"providers.email.{name}_file: cannot read {path}: {exc.strerror or exc}") from None
+        if not value:
+            raise ConfigError(f"providers.email.{name}_file: {path} is empty")
+        return value
+    env = sec.get(f"{name}_env", default_env)
+    return os.environ.get(env) if env else None
+
+
 def email_provider(cfg: Config):
     from cdsops.providers import email
 
@@ -121,12 +142,13 @@ def email_provider(cfg: Config):
         return email.SMTPEmailProvider(
             sec.get("host", "127.0.0.1"), port, sender,
             starttls=bool(sec.get("starttls", False)), use_ssl=bool(sec.get("ssl", False)),
-            username=sec.get("username"), password=os.environ.get(sec["password_env"]) if sec.get("password_env") else None,
+            username=sec.get("username"),
+            password=_secret(sec, "password", None) if (sec.get("password_env") or sec.get("password_file")) else None,
         )
-    env = sec.get("api_key_env", "SENDGRID_API_KEY")
-    key = os.environ.get(env)
+    key = _secret(sec, "api_key", "SENDGRID_API_KEY")
     if not key:
-        raise ConfigError(f"providers.email: the SendGrid API key is read from ${env}, which is not set")
+        raise ConfigError(f"providers.email: the SendGrid API key is read from ${sec.get('api_key_env', 'SENDGRID_API_KEY')}, "
+                          "which is not set (or give api_key_file)")
     return email.SendGridEmailProvider(key, sender, host=sec.get("host", "https://api.sendgrid.com"))
 
 
