@@ -334,7 +334,7 @@ def reconcile(
     if not inv.exists():
         raise FileNotFoundError(
             f"cannot find the reconcile inventory {inv}; give --inventory or reconcile.inventory in the configuration "
-            "(a cdsops_roster inventory file, see inventory/production/cdsops.yml)"
+            "(a cdsops_roster inventory file like inventory/local/cdsops.yml; the management role writes one)"
         )
     if "://" not in store_uri and not store_uri.startswith(("duckdb:", "bigquery:")):
         store_uri = str(Path(store_uri).resolve())  # the playbook runs in another directory
