@@ -276,14 +276,12 @@ class DuckDBStore:
 
     def _load_identities(self, con: Any, identities: Sequence[str]) -> tuple[Student, ...]:
         with tempfile.TemporaryDirectory(prefix=".cdsops-", dir=self.path.parent) as tmp:
-            staged = Path(tmp) / "identities.csv"
-            with open(staged, "w", newline="", encoding="utf-8") as fh:
-                csv.writer(fh).writerows((i,) for i in identities)
+            staged = _stage_csv(Path(tmp) / "identities.csv", ((i,) for i in identities))
             rows = con.execute(
                 f"SELECT {', '.join('s.' + c for c in STUDENT_COLUMNS)} FROM students s "
                 f"JOIN read_csv(?, {_CSV_OPTS}, columns={{'identity': 'VARCHAR'}}) AS t USING (identity) "
                 "ORDER BY s.student_id",
-                [str(staged)],
+                [staged],
             ).fetchall()
         return tuple(student_from_row(r) for r in rows)
 
@@ -329,7 +327,7 @@ class DuckDBStore:
             with tempfile.TemporaryDirectory(prefix=".cdsops-", dir=self.path.parent) as tmp:
                 con.execute("BEGIN TRANSACTION")
                 if out.added:
-                    staged = _stage_students(Path(tmp) / "added.csv", out.added, now_us)
+                    staged = _stage_csv(Path(tmp) / "added.csv", (_student_row(st, now_us) for st in out.added))
                     # new ids are new, but a changed username_prefix could still recreate an old name
                     # (not when the roster was empty: ids start at 1)
                     clash = min(st.student_id for st in out.added) > 1 and con.execute(
@@ -347,7 +345,7 @@ class DuckDBStore:
                         [run_id, now_us, min(st.student_id for st in out.added)],
                     )
                 if out.changed_agreements:
-                    staged = _stage_students(Path(tmp) / "changed.csv", out.changed_agreements, now_us)
+                    staged = _stage_csv(Path(tmp) / "changed.csv", (_student_row(st, now_us) for st in out.changed_agreements))
                     con.execute(
                         f"UPDATE students SET agreements = upd.agreements, first_registered_at = upd.first_registered_at, "
                         "last_registered_at = upd.last_registered_at, expires_at = upd.expires_at, "
@@ -363,11 +361,11 @@ class DuckDBStore:
                 changed_ids = {st.identity for st in out.changed_agreements}
                 fresh = [p for p in out.profiles if p.identity in new_ids]
                 if fresh:
-                    staged = _stage_profiles(Path(tmp) / "fresh.csv", fresh)
+                    staged = _stage_csv(Path(tmp) / "fresh.csv", map(_profile_row, fresh))
                     con.execute(f"INSERT INTO profiles {_PROFILES_FROM_CSV}", [staged])
                 known = [p for p in out.profiles if p.identity in changed_ids]
                 if known:
-                    staged = _stage_profiles(Path(tmp) / "known.csv", known)
+                    staged = _stage_csv(Path(tmp) / "known.csv", map(_profile_row, known))
                     con.execute(f"CREATE OR REPLACE TEMP TABLE staged_profiles AS {_PROFILES_FROM_CSV}", [staged])
                     con.execute(
                         "DELETE FROM staged_profiles s USING profiles p WHERE p.identity = s.identity AND p.updated_at > s.updated_at"
@@ -424,12 +422,17 @@ _PROFILES_FROM_CSV = (
 )
 
 
-def _stage_profiles(path: Path, profiles: Sequence[Any]) -> str:
+def _stage_csv(path: Path, rows: Iterable[Sequence[Any]]) -> str:
+    """Write ``rows`` as the CSV that ``read_csv`` with :data:`_CSV_OPTS` reads (``\\N`` is
+    NULL); returns the path as a string, the query's parameter."""
     with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        for p in profiles:
-            w.writerow((p.identity, p.email, p.full_name, p.city, p.country, _us(p.updated_at)))
+        csv.writer(fh).writerows(rows)
     return str(path)
+
+
+def _profile_row(p: Any) -> tuple:
+    """A profile as a row of :data:`_PROFILES_FROM_CSV`."""
+    return (p.identity, p.email, p.full_name, p.city, p.country, _us(p.updated_at))
 
 
 def _us(dt: datetime) -> int:
@@ -437,26 +440,21 @@ def _us(dt: datetime) -> int:
     return (dt - _EPOCH) // _US
 
 
-def _stage_students(path: Path, students: Sequence[Student], now_us: int) -> str:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        for st in students:
-            w.writerow(
-                (
-                    st.student_id,
-                    st.identity,
-                    st.username,
-                    st.host,
-                    " ".join(str(_us(t)) for t in st.agreements),
-                    _us(st.first_registered_at),
-                    _us(st.last_registered_at),
-                    _us(st.expires_at),
-                    st.admission,
-                    _us(st.admitted_at),
-                    now_us,
-                )
-            )
-    return str(path)
+def _student_row(st: Student, now_us: int) -> tuple:
+    """A student as a row of :data:`_STUDENTS_FROM_CSV` (``updated_at`` = ``now_us``)."""
+    return (
+        st.student_id,
+        st.identity,
+        st.username,
+        st.host,
+        " ".join(str(_us(t)) for t in st.agreements),
+        _us(st.first_registered_at),
+        _us(st.last_registered_at),
+        _us(st.expires_at),
+        st.admission,
+        _us(st.admitted_at),
+        now_us,
+    )
 
 
 def _upsert_meta(con: Any, values: Mapping[str, str]) -> None:
@@ -470,24 +468,21 @@ def _insert_changes(con: Any, records: Sequence[ChangeRecord]) -> None:
     if not records:
         return
     with tempfile.TemporaryDirectory(prefix=".cdsops-") as tmp:
-        staged = Path(tmp) / "changes.csv"
-        with open(staged, "w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh)
-            for r in records:
-                w.writerow(
-                    (
-                        r.run_id,
-                        _us(utc(r.at)),
-                        r.kind,
-                        "\\N" if r.student_id is None else r.student_id,
-                        "\\N" if r.username is None else r.username,
-                        "\\N" if r.before is None else json.dumps(r.before, sort_keys=True),
-                        "\\N" if r.after is None else json.dumps(r.after, sort_keys=True),
-                    )
-                )
+        staged = _stage_csv(Path(tmp) / "changes.csv", (
+            (
+                r.run_id,
+                _us(utc(r.at)),
+                r.kind,
+                "\\N" if r.student_id is None else r.student_id,
+                "\\N" if r.username is None else r.username,
+                "\\N" if r.before is None else json.dumps(r.before, sort_keys=True),
+                "\\N" if r.after is None else json.dumps(r.after, sort_keys=True),
+            )
+            for r in records
+        ))
         con.execute(
             "INSERT INTO changes SELECT run_id, make_timestamp(at_us), kind, student_id, username, before, after "
             f"FROM read_csv(?, {_CSV_OPTS}, columns={{'run_id': 'VARCHAR', 'at_us': 'BIGINT', 'kind': 'VARCHAR', "
             "'student_id': 'BIGINT', 'username': 'VARCHAR', 'before': 'VARCHAR', 'after': 'VARCHAR'})",
-            [str(staged)],
+            [staged],
         )
