@@ -134,6 +134,19 @@ class DuckDBStore:
             con.execute(SCHEMA)
         return con
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        """The exclusive lock, a writable connection and one transaction, committed when the
+        block ends without an exception (else the connection closes uncommitted)."""
+        with self._locked(exclusive=True):
+            con = self._connect(read_only=False)
+            try:
+                con.execute("BEGIN TRANSACTION")
+                yield con
+                con.execute("COMMIT")
+            finally:
+                con.close()
+
     # -- reads ---------------------------------------------------------------------
     def load(self) -> Snapshot:
         with self._locked(exclusive=False):
@@ -297,27 +310,15 @@ class DuckDBStore:
                 con.close()
 
     def set_meta(self, values: Mapping[str, str]) -> None:
-        with self._locked(exclusive=True):
-            con = self._connect(read_only=False)
-            try:
-                con.execute("BEGIN TRANSACTION")
-                _upsert_meta(con, values)
-                con.execute("COMMIT")
-            finally:
-                con.close()
+        with self._transaction() as con:
+            _upsert_meta(con, values)
 
     def record_changes(self, records: Iterable[ChangeRecord]) -> None:
         records = list(records)
         if not records:
             return
-        with self._locked(exclusive=True):
-            con = self._connect(read_only=False)
-            try:
-                con.execute("BEGIN TRANSACTION")
-                _insert_changes(con, records)
-                con.execute("COMMIT")
-            finally:
-                con.close()
+        with self._transaction() as con:
+            _insert_changes(con, records)
 
     def _write(self, con: Any, out: SyncOutcome, run_id: str, now: datetime, meta: Mapping[str, str]) -> None:
         import duckdb
