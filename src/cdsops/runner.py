@@ -399,10 +399,8 @@ def _run_playbook(summary: RunSummary, config: Config, *, config_path, store_uri
         # ansible-playbook of this venv first (the timer's unit has a minimal PATH)
         "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")]),
     }
-    if (home / "ansible.cfg").is_file():
+    if (home / "ansible.cfg").is_file():  # the checkout's, or the package's own (cdsops/ansible)
         env["ANSIBLE_CONFIG"] = str(home / "ansible.cfg")
-    else:  # the installed package ships no ansible.cfg: keep a stray one (e.g. in the cwd) out
-        env["ANSIBLE_CONFIG"] = os.devnull
     if config_path:
         env["CDSOPS_CONFIG"] = str(Path(config_path).resolve())
     for k in ("CDSOPS_SIGNIN_KEY", "CDSOPS_EMAIL_OUTBOX", "CDSOPS_GOOGLE_EMULATOR", "SENDGRID_API_KEY", "HOME",

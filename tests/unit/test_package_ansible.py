@@ -24,7 +24,7 @@ def wheel(tmp_path_factory) -> Path:
 
 def test_the_wheel_ships_the_reconcile_playbook_and_every_plugin(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert "cdsops/ansible/playbooks/reconcile.yml" in names
+    assert "cdsops/ansible/playbooks/reconcile.yml" in names and "cdsops/ansible/ansible.cfg" in names
     for kind in ("modules", "module_utils", "inventory"):
         shipped = {n.rsplit("/", 1)[1] for n in names if n.startswith(f"cdsops/ansible/plugins/{kind}/")}
         in_repo = {p.name for p in (REPO / "plugins" / kind).glob("*.py")}

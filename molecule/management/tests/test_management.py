@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import sys
 import time
 from pathlib import Path
@@ -98,6 +99,74 @@ def test_service_and_timer_units(host):
     assert host.service("cdsops-reconcile.timer").is_enabled
 
 
+def summaries(host) -> list[dict]:
+    """The one-line JSON summaries the reconcile service printed (journal), oldest first."""
+    out = host.run("journalctl -u cdsops-reconcile.service -o cat --no-pager")
+    found = []
+    for line in out.stdout.splitlines():
+        if line.startswith("{") and '"run_id"' in line:
+            found.append(json.loads(line))
+    return found
+
+
+def start_service(host) -> None:
+    host.run("systemctl start cdsops-reconcile.service")   # oneshot: returns when the run ended
+    for _ in range(100):
+        if host.run("systemctl is-active cdsops-reconcile.service").stdout.strip() in ("inactive", "failed"):
+            return
+        time.sleep(0.2)
+
+
+def test_the_config_and_inventory_point_the_reconcile_at_the_roster_and_the_hosts(host):
+    conf = host.check_output("cat /etc/cdsops/cdsops.yml")
+    assert "roster: /var/lib/cdsops/roster.duckdb" in conf
+    assert "inventory: /etc/cdsops/inventory/cdsops.yml" in conf and "state_dir: /var/lib/cdsops" in conf
+    inv = host.file("/etc/cdsops/inventory/cdsops.yml")
+    assert inv.mode == 0o640 and inv.group == "cdsops"
+    assert "plugin: cdsops_roster" in inv.content_string and "ansible_host: 127.0.0.1" in inv.content_string
+    # the playbook and the plugins come with the installed package, not a checkout
+    pkg = host.run("/opt/cdsops/venv/bin/python -c 'from cdsops.runner import ansible_home; print(ansible_home())'")
+    assert pkg.rc == 0 and pkg.stdout.strip().endswith("site-packages/cdsops/ansible"), pkg.stdout + pkg.stderr
+    assert host.file(pkg.stdout.strip() + "/playbooks/reconcile.yml").is_file
+    assert host.file(pkg.stdout.strip() + "/plugins/modules/cdsops_accounts.py").is_file
+
+
+def test_the_service_reconciles_the_registrations_over_ssh(host, timer_paused):
+    """The unit's own ExecStart: sync the form's rows, apply them to the compute host (this
+    container over SSH + sudo), send the emails, record the changes; a rerun changes nothing."""
+    start_service(host)   # the timer may have done the first run already: the state is what counts
+    start_service(host)
+    # the oneshot unit ended with its run (nothing left behind holding it in stop-sigterm)
+    assert host.check_output("systemctl show -p Result --value cdsops-reconcile.service") == "success"
+    runs = summaries(host)
+    assert runs, host.run("journalctl -u cdsops-reconcile.service -o cat --no-pager | tail -50").stdout
+    last = runs[-1]
+    assert last["status"] == "successful", (last, host.run(f"tail -c 3000 {last.get('artifacts')}/stdout").stdout)
+    assert last["changed"] == 0 and last["failures"] == [], last
+    assert last["sync"] == {"added": 0, "renewed": 0, "unchanged": 2, "rejected": 1}, last
+    # what the runs did, over all of them: one account per person (the Gmail aliases are one)
+    created = sum(r["changes"].get("account.created", 0) for r in runs)
+    assert created == 2 and sum(r["changes"].get("email.welcome", 0) for r in runs) == 2
+    passwd = host.check_output("getent passwd s000001 s000002")
+    assert "s000001:x:200001:200001::/home/s000001:/bin/bash" in passwd
+    assert "s000002:x:200002:200002::" in passwd
+    assert host.run("getent passwd s000003").rc == 2
+    assert host.check_output("getent group cdsdata").endswith("s000001,s000002")
+    home = host.file("/home/s000001")
+    assert home.is_directory and home.mode == 0o700 and home.user == "s000001"
+    assert host.file("/srv/cdsdata/patients.csv").group == "cdsdata"
+    outbox = host.check_output("ls /var/lib/cdsops/outbox")
+    assert "welcome-1-" in outbox and "welcome-2-" in outbox
+    # the changes record: one JSON line per change, never an email or a name
+    changes = host.run("sudo -u cdsops /opt/cdsops/venv/bin/cdsops changes --roster /var/lib/cdsops/roster.duckdb")
+    assert changes.rc == 0, changes.stderr
+    kinds = [json.loads(line)["kind"] for line in changes.stdout.splitlines() if line.strip()]
+    assert kinds.count("account.created") == 2 and "group.member_added" in kinds
+    for secret in ("alice", "Alice", "bob@", "Jones", "Leeds"):
+        assert secret not in changes.stdout
+    assert metrics(host)["cdsops_reconcile_last_status"] == 0
+
+
 def test_a_successful_run_records_ok_metrics(host, timer_paused):
     before = time.time()
     run_service_with(host, "/bin/true")
@@ -132,11 +201,11 @@ def test_log_retention(host):
     journald = host.file("/etc/systemd/journald.conf.d/50-cdsops.conf").content_string
     assert "SystemMaxUse=2G" in journald and "MaxRetentionSec=1year" in journald
     tmpfiles = host.file("/etc/tmpfiles.d/cdsops.conf").content_string
-    assert "/var/lib/cdsops/artifacts 0750 cdsops cdsops mM:30d" in tmpfiles
+    assert "/var/lib/cdsops/runner/artifacts 0750 cdsops cdsops mM:30d" in tmpfiles
     # an artifact older than 30 days is removed by systemd-tmpfiles --clean, a new one kept
-    host.run("mkdir -p /var/lib/cdsops/artifacts/old /var/lib/cdsops/artifacts/new && "
-             "touch -d '40 days ago' /var/lib/cdsops/artifacts/old /var/lib/cdsops/artifacts && "
+    host.run("mkdir -p /var/lib/cdsops/runner/artifacts/old /var/lib/cdsops/runner/artifacts/new && "
+             "touch -d '40 days ago' /var/lib/cdsops/runner/artifacts/old /var/lib/cdsops/runner/artifacts && "
              "systemd-tmpfiles --clean /etc/tmpfiles.d/cdsops.conf")
-    assert not host.file("/var/lib/cdsops/artifacts/old").exists
-    assert host.file("/var/lib/cdsops/artifacts/new").exists
+    assert not host.file("/var/lib/cdsops/runner/artifacts/old").exists
+    assert host.file("/var/lib/cdsops/runner/artifacts/new").exists
     assert host.run("logrotate --debug /etc/logrotate.d/cdsops").rc == 0
