@@ -11,7 +11,6 @@ After that, the container's whole file system holds no email address or identity
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -23,6 +22,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+
+from cdsops.testing.registrations import write_registrations
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -50,10 +51,7 @@ def reg_rows(ids, when):
 
 
 def write_csv(path: Path, rows):
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["submitted_at", "email", "full_name", "city", "country", "agreed_dua", "agreed_terms"])
-        w.writerows(rows)
+    write_registrations(path, rows)
 
 
 @pytest.fixture(scope="module")

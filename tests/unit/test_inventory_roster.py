@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 import json
 import os
@@ -18,6 +17,7 @@ from cdsops.identity import canonicalize, identity_hash
 from cdsops.service import roster_sync
 from cdsops.store import open_store
 from cdsops.store.base import format_meta_time
+from cdsops.testing.registrations import write_registrations
 
 REPO = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("cdsops_roster_inv", REPO / "plugins/inventory/cdsops_roster.py")
@@ -39,10 +39,7 @@ def world(tmp_path):
     rows = [[(T0 - timedelta(days=190 if i <= 3 else 0) + timedelta(minutes=i)).strftime("%Y-%m-%dT%H:%M:%SZ"), email(i),
              f"Full Name{i}", "City", "Country", "Yes", "Yes"] for i in range(1, 21)]
     src = tmp_path / "reg.csv"
-    with open(src, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["submitted_at", "email", "full_name", "city", "country", "agreed_dua", "agreed_terms"])
-        w.writerows(rows)
+    write_registrations(src, rows)
     store = str(tmp_path / "roster.duckdb")
     roster_sync(str(src), store, load_config(cfg), T0 + timedelta(hours=1))
     key = tmp_path / "signin.key"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -14,6 +13,7 @@ import pytest
 
 from cdsops.config import load_config
 from cdsops.service import compute_plan, roster_sync
+from cdsops.testing.registrations import write_registrations
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 6, 1, tzinfo=timezone.utc)
@@ -46,18 +46,24 @@ PLAY = """
 """
 
 
+def play_on_localhost(play: Path, cwd: Path) -> None:
+    """Run ``play`` with ansible-playbook on localhost, with this checkout's modules."""
+    env = dict(os.environ, ANSIBLE_LIBRARY=str(REPO / "plugins/modules"), ANSIBLE_MODULE_UTILS=str(REPO / "plugins/module_utils"),
+               ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
+    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local",
+                           "-e", f"ansible_python_interpreter={sys.executable}", str(play)],
+                          env=env, capture_output=True, text=True, cwd=cwd)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+
+
 @pytest.fixture(scope="module")
 def played(tmp_path_factory):
     d = tmp_path_factory.mktemp("welcome")
     cfg = d / "cdsops.yml"
     cfg.write_text("compute_hosts: [c1]\n")
     src = d / "reg.csv"
-    with open(src, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["submitted_at", "email", "full_name", "city", "country", "agreed_dua", "agreed_terms"])
-        for i in range(1, 6):
-            w.writerow([(T0 + timedelta(minutes=i)).strftime("%Y-%m-%dT%H:%M:%SZ"), f"person{i}@example.org", f"First{i} Last{i}",
-                        "C", "K", "Yes", "Yes"])
+    write_registrations(src, [[T0 + timedelta(minutes=i), f"person{i}@example.org", f"First{i} Last{i}", "C", "K", "Yes", "Yes"]
+                              for i in range(1, 6)])
     store = d / "roster.duckdb"
     now = T0 + timedelta(hours=1)
     roster_sync(str(src), str(store), load_config(cfg), now)
@@ -65,12 +71,7 @@ def played(tmp_path_factory):
     due = [n.to_dict() for n in plan.notifications]
     out = d / "out.json"
     (d / "play.yml").write_text(PLAY % {"due": json.dumps(due), "store": store, "cfg": cfg, "outbox": d / "outbox", "out": out})
-    env = dict(os.environ, ANSIBLE_LIBRARY=str(REPO / "plugins/modules"), ANSIBLE_MODULE_UTILS=str(REPO / "plugins/module_utils"),
-               ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
-    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local",
-                           "-e", f"ansible_python_interpreter={sys.executable}", str(d / "play.yml")],
-                          env=env, capture_output=True, text=True, cwd=REPO)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    play_on_localhost(d / "play.yml", cwd=REPO)
     return json.loads(out.read_text()), d, plan, cfg, store, now
 
 
@@ -168,11 +169,7 @@ def test_module_records_in_the_bigquery_dataset_of_a_bigquery_store(tmp_path, mo
     cfg = tmp_path / "cdsops.yml"
     cfg.write_text("compute_hosts: [c1]\n")
     src = tmp_path / "reg.csv"
-    with open(src, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["submitted_at", "email", "full_name", "city", "country", "agreed_dua", "agreed_terms"])
-        for i in range(1, 3):
-            w.writerow([(T0 + timedelta(minutes=i)).strftime("%Y-%m-%dT%H:%M:%SZ"), f"bq{i}@example.org", f"Bq{i} L", "C", "K", "Yes", "Yes"])
+    write_registrations(src, [[T0 + timedelta(minutes=i), f"bq{i}@example.org", f"Bq{i} L", "C", "K", "Yes", "Yes"] for i in range(1, 3)])
     with running_emulator(project=project) as emu:
         monkeypatch.setenv("CDSOPS_BIGQUERY_ENDPOINT", emu.endpoint)
         monkeypatch.setenv("CDSOPS_BIGQUERY_TIMEOUT", "60")
@@ -192,12 +189,7 @@ def test_module_records_in_the_bigquery_dataset_of_a_bigquery_store(tmp_path, mo
                 "    - ansible.builtin.copy: {dest: '%s', content: \"{{ {'send': send, 'again': again} | to_json }}\"}\n"
                 ) % ((store, cfg, tmp_path / "outbox", json.dumps(due)) * 2 + (out,))
         (tmp_path / "play.yml").write_text(play)
-        env = dict(os.environ, ANSIBLE_LIBRARY=str(REPO / "plugins/modules"), ANSIBLE_MODULE_UTILS=str(REPO / "plugins/module_utils"),
-                   ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
-        proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local",
-                               "-e", f"ansible_python_interpreter={sys.executable}", str(tmp_path / "play.yml")],
-                              env=env, capture_output=True, text=True, cwd=tmp_path)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+        play_on_localhost(tmp_path / "play.yml", cwd=tmp_path)
         res = json.loads(out.read_text())
         assert res["send"]["report"]["sent"] == 2 and res["again"]["report"]["skipped"] == 2
         # the ledger is the dataset's notifications table: the store reads it, the plan is done

@@ -19,6 +19,7 @@ from cdsops.runner import Busy, RunSummary, exclusive_lock, reconcile, write_met
 from cdsops.service import roster_sync
 from cdsops.store import open_store
 from cdsops.store.base import format_meta_time
+from cdsops.testing.registrations import write_registrations
 
 T0 = datetime(2026, 6, 1, tzinfo=timezone.utc)
 
@@ -28,11 +29,7 @@ def world(tmp_path):
     cfg = tmp_path / "cdsops.yml"
     cfg.write_text("compute_hosts: [cdsops-no-such-container]\nmax_revoke_fraction: 0.1\n")
     src = tmp_path / "reg.csv"
-    with open(src, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["submitted_at", "email", "full_name", "city", "country", "agreed_dua", "agreed_terms"])
-        for i in range(1, 11):
-            w.writerow([(T0 + timedelta(minutes=i)).strftime("%Y-%m-%dT%H:%M:%SZ"), f"u{i}@example.org", f"N{i}", "C", "K", "Yes", "Yes"])
+    write_registrations(src, [[T0 + timedelta(minutes=i), f"u{i}@example.org", f"N{i}", "C", "K", "Yes", "Yes"] for i in range(1, 11)])
     store = str(tmp_path / "roster.duckdb")
     roster_sync(str(src), store, load_config(cfg), T0 + timedelta(hours=1))
     return {"cfg": str(cfg), "store": store, "tmp": tmp_path, "src": str(src)}
