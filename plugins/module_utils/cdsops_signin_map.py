@@ -109,10 +109,8 @@ def restrict(current, requested):
     expired hashes are those of ``requested``. Used before the accounts are locked, so a
     crash at any point leaves less access, never more (new entries come in the full run
     after the accounts exist)."""
-    if not current:
-        return {"active": [], "expired": list(requested["expired"]), "format": FORMAT}
     wanted = set(e["hash"] for e in requested["active"])
-    active = [e for e in current.get("active") or [] if isinstance(e, dict) and e.get("hash") in wanted]
+    active = [e for e in (current or {}).get("active") or [] if isinstance(e, dict) and e.get("hash") in wanted]
     active.sort(key=lambda e: e.get("username") or "")
     return {"active": active, "expired": list(requested["expired"]), "format": FORMAT}
 

@@ -357,7 +357,7 @@ def reconcile(
             return summary
         summary.status = _run_playbook(
             summary, config, config_path=config_path, store_uri=store_uri, now=now, allow_mass_revoke=allow_mass_revoke,
-            state=state, home=home, inventory=inventory, playbook=playbook, job_timeout=job_timeout,
+            state=state, home=home, inventory=inv, playbook=playbook, job_timeout=job_timeout,
             idle_timeout=idle_timeout, keep_artifacts=keep_artifacts, envvars=envvars, extravars=extravars, check=check,
         )
         if summary.status == "successful" and not check:
@@ -381,7 +381,6 @@ def _run_playbook(summary: RunSummary, config: Config, *, config_path, store_uri
     import shutil
 
     shutil.rmtree(pdd / "env", ignore_errors=True)
-    inv = Path(inventory) if inventory else home / "inventory" / "local" / "cdsops.yml"
     book = Path(playbook) if playbook else home / "playbooks" / "reconcile.yml"
     env = {
         "ANSIBLE_LIBRARY": str(home / "plugins" / "modules"),
@@ -417,7 +416,7 @@ def _run_playbook(summary: RunSummary, config: Config, *, config_path, store_uri
         r = ansible_runner.run(
             private_data_dir=str(pdd),
             playbook=str(book),
-            inventory=str(inv),
+            inventory=str(inventory),
             ident=summary.run_id,
             envvars=env,
             extravars=extravars or {},

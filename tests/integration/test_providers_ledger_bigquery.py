@@ -3,7 +3,6 @@ roster store reads what it records."""
 
 from __future__ import annotations
 
-import secrets
 
 import pytest
 
@@ -13,7 +12,7 @@ from cdsops.providers.email import Notification, Notifier, SendGridEmailProvider
 from cdsops.providers.ledger_bigquery import BigQueryLedger
 from cdsops.providers.retry import Backoff
 from cdsops.store import open_store
-from cdsops.testing import bigquery_client, running_emulator
+from cdsops.testing import new_dataset, running_emulator
 
 pytestmark = pytest.mark.integration
 PROJECT = "test-project"
@@ -29,11 +28,7 @@ def bq():
 def dataset(bq, monkeypatch):
     monkeypatch.setenv("CDSOPS_BIGQUERY_ENDPOINT", bq.endpoint)
     monkeypatch.setenv("CDSOPS_BIGQUERY_TIMEOUT", "60")
-    name = "ledger_" + secrets.token_hex(4)
-    c = bigquery_client(bq.endpoint, PROJECT)
-    c.create_dataset(name)
-    c.close()
-    return name
+    return new_dataset(bq.endpoint, PROJECT, "ledger")
 
 
 def test_claim_semantics_match_the_duckdb_ledger(dataset: str) -> None:

@@ -158,12 +158,10 @@ def test_a_duckdb_store_selects_the_duckdb_ledger_in_that_file(tmp_path, form):
 @pytest.mark.integration
 def test_module_records_in_the_bigquery_dataset_of_a_bigquery_store(tmp_path, monkeypatch):
     """Through ansible-playbook against bqemulator: sent once, recorded in BigQuery, no DuckDB file."""
-    import secrets
-
     if not (Path(sys.prefix) / "bin" / "bqemulator").exists():
         pytest.skip("bqemulator is not installed in this venv")
     from cdsops.store import open_store
-    from cdsops.testing import bigquery_client, running_emulator
+    from cdsops.testing import new_dataset, running_emulator
 
     project = "test-project"
     cfg = tmp_path / "cdsops.yml"
@@ -173,10 +171,7 @@ def test_module_records_in_the_bigquery_dataset_of_a_bigquery_store(tmp_path, mo
     with running_emulator(project=project) as emu:
         monkeypatch.setenv("CDSOPS_BIGQUERY_ENDPOINT", emu.endpoint)
         monkeypatch.setenv("CDSOPS_BIGQUERY_TIMEOUT", "60")
-        ds = "welcome_" + secrets.token_hex(4)
-        c = bigquery_client(emu.endpoint, project)
-        c.create_dataset(ds)
-        c.close()
+        ds = new_dataset(emu.endpoint, project, "welcome")
         store = f"bigquery://{project}/{ds}"
         now = T0 + timedelta(hours=1)
         roster_sync(str(src), store, load_config(cfg), now)

@@ -143,7 +143,7 @@ def email_provider(cfg: Config):
             sec.get("host", "127.0.0.1"), port, sender,
             starttls=bool(sec.get("starttls", False)), use_ssl=bool(sec.get("ssl", False)),
             username=sec.get("username"),
-            password=_secret(sec, "password", None) if (sec.get("password_env") or sec.get("password_file")) else None,
+            password=_secret(sec, "password", None),
         )
     key = _secret(sec, "api_key", "SENDGRID_API_KEY")
     if not key:

@@ -214,3 +214,16 @@ def bigquery_client(endpoint: str, project: str = "test-project") -> Any:
     return bigquery.Client(
         project=project, credentials=AnonymousCredentials(), client_options=ClientOptions(api_endpoint=endpoint)
     )
+
+
+def new_dataset(endpoint: str, project: str = "test-project", prefix: str = "d") -> str:
+    """Create a dataset with a fresh random name (``<prefix>_<8 hex>``) in the emulator; its name."""
+    import secrets
+
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    client = bigquery_client(endpoint, project)
+    try:
+        client.create_dataset(name)
+    finally:
+        client.close()
+    return name
