@@ -43,8 +43,7 @@ def container(name):
 def play(d: Path, name: str, body: str, extra: dict) -> float:
     (d / "vars.json").write_text(json.dumps(extra))
     (d / "play.yml").write_text(body)
-    env = dict(os.environ, ANSIBLE_LIBRARY=str(REPO / "plugins/modules"), ANSIBLE_MODULE_UTILS=str(REPO / "plugins/module_utils"),
-               ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), PATH=f"{ANSIBLE.parent}:{os.environ['PATH']}")
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), PATH=f"{ANSIBLE.parent}:{os.environ['PATH']}")
     t = time.monotonic()
     p = subprocess.run([str(ANSIBLE), "-i", f"{name},", "-c", "containers.podman.podman", "-e", "ansible_python_interpreter=/usr/bin/python3",
                         "-e", f"@{d / 'vars.json'}", str(d / "play.yml")], env=env, capture_output=True, text=True)
@@ -66,11 +65,11 @@ def main():
         accounts = [{"username": f"s{i:06d}", "uid": 200000 + i, "status": "active"} for i in range(1, N + 1)]
         empty = play(d, a, "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.ping:\n", {})
         print(f"playbook start + one ping task on a podman host: {empty:6.2f} s (subtracted below)", flush=True)
-        t_acc = play(d, a, "- hosts: all\n  gather_facts: false\n  tasks:\n    - cdsops_accounts: {accounts: '{{ accts }}', "
+        t_acc = play(d, a, "- hosts: all\n  gather_facts: false\n  tasks:\n    - cdsops.platform.cdsops_accounts: {accounts: '{{ accts }}', "
                            "uid_min: 200001, uid_max: 1199999}\n", {"accts": accounts})
         acc_task = t_acc - empty
         print(f"{N:,} new accounts, cdsops_accounts (one task):     {acc_task:8.2f} s", flush=True)
-        t_noop = play(d, a, "- hosts: all\n  gather_facts: false\n  tasks:\n    - cdsops_accounts: {accounts: '{{ accts }}', "
+        t_noop = play(d, a, "- hosts: all\n  gather_facts: false\n  tasks:\n    - cdsops.platform.cdsops_accounts: {accounts: '{{ accts }}', "
                             "uid_min: 200001, uid_max: 1199999}\n", {"accts": accounts})
         print(f"{N:,} accounts again, cdsops_accounts (no change): {t_noop - empty:8.2f} s", flush=True)
         loop = accounts[:LOOP_N]

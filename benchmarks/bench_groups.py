@@ -35,8 +35,7 @@ def bench_local(n: int) -> dict[str, float]:
     """The embedded default: the Linux group in a temp /etc with 100,000 other groups."""
     import tempfile
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins" / "module_utils"))
-    import cdsops_etc as etc
+    from ansible_collections.cdsops.platform.plugins.module_utils import cdsops_etc as etc
 
     root = Path(tempfile.mkdtemp(prefix="cdsops-bench-"))
     (root / "etc").mkdir()

@@ -19,3 +19,9 @@ ver=$(.venv/bin/python -c 'import duckdb; print(duckdb.__version__)')
 dest="$HOME/.duckdb/extensions/v${ver}/linux_amd64"
 mkdir -p "$dest"
 cmp -s "$ext" "$dest/spatial.duckdb_extension" || cp "$ext" "$dest/spatial.duckdb_extension"
+# The collection cdsops.platform: linked into the venv's site-packages/ansible_collections, where
+# ansible-core looks for collections on sys.path (the wheel installs it at the same place on the
+# management host). The one place that makes the checkout's collection importable.
+site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+mkdir -p "$site/ansible_collections/cdsops"
+ln -sfn "$PWD/ansible_collections/cdsops/platform" "$site/ansible_collections/cdsops/platform"

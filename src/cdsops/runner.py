@@ -101,15 +101,16 @@ PACKAGED_ANSIBLE_HOME = Path(__file__).resolve().parent / "ansible"
 
 
 def ansible_home() -> Path:
-    """The directory holding ``playbooks/reconcile.yml`` and ``plugins/``:
+    """The directory holding ``playbooks/reconcile.yml`` (the collection cdsops.platform is found
+    on ``sys.path``: linked into the venv by ``make deps``, installed by the wheel):
     ``$CDSOPS_ANSIBLE_HOME``; else the checkout cdsops is installed from (editable install);
     else the copy inside the installed package (``cdsops/ansible``, what the management host
-    runs: the playbook and the plugins always match the installed code)."""
+    runs: the playbook always matches the installed code)."""
     env = os.environ.get("CDSOPS_ANSIBLE_HOME")
     if env:
         return Path(env)
     checkout = Path(__file__).resolve().parents[2]
-    if (checkout / "playbooks" / "reconcile.yml").is_file() and (checkout / "plugins").is_dir():
+    if (checkout / "playbooks" / "reconcile.yml").is_file() and (checkout / "ansible_collections").is_dir():
         return checkout
     return PACKAGED_ANSIBLE_HOME
 
@@ -328,13 +329,13 @@ def reconcile(
     if not playbook and not (home / "playbooks" / "reconcile.yml").is_file():
         raise FileNotFoundError(
             f"cannot find playbooks/reconcile.yml under {home}; set CDSOPS_ANSIBLE_HOME or reconcile.ansible_home "
-            "to the cdsops checkout (playbooks/, plugins/, inventory/)"
+            "to the cdsops checkout (playbooks/, inventory/)"
         )
     inv = Path(inventory) if inventory else home / "inventory" / "local" / "cdsops.yml"
     if not inv.exists():
         raise FileNotFoundError(
             f"cannot find the reconcile inventory {inv}; give --inventory or reconcile.inventory in the configuration "
-            "(a cdsops_roster inventory file like inventory/local/cdsops.yml; the management role writes one)"
+            "(a cdsops.platform.cdsops_roster inventory file like inventory/local/cdsops.yml; the management role writes one)"
         )
     if "://" not in store_uri and not store_uri.startswith(("duckdb:", "bigquery:")):
         store_uri = str(Path(store_uri).resolve())  # the playbook runs in another directory
@@ -383,10 +384,7 @@ def _run_playbook(summary: RunSummary, config: Config, *, config_path, store_uri
     shutil.rmtree(pdd / "env", ignore_errors=True)
     book = Path(playbook) if playbook else home / "playbooks" / "reconcile.yml"
     env = {
-        "ANSIBLE_LIBRARY": str(home / "plugins" / "modules"),
-        "ANSIBLE_MODULE_UTILS": str(home / "plugins" / "module_utils"),
-        "ANSIBLE_INVENTORY_PLUGINS": str(home / "plugins" / "inventory"),
-        "ANSIBLE_INVENTORY_ENABLED": "cdsops_roster,ansible.builtin.yaml,ansible.builtin.ini,ansible.builtin.host_list",
+        "ANSIBLE_INVENTORY_ENABLED": "cdsops.platform.cdsops_roster,ansible.builtin.yaml,ansible.builtin.ini,ansible.builtin.host_list",
         "ANSIBLE_ROLES_PATH": str(home / "roles"),
         "ANSIBLE_HOST_KEY_CHECKING": "False",
         "ANSIBLE_RETRY_FILES_ENABLED": "False",

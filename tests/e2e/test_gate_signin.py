@@ -48,12 +48,10 @@ def free_port() -> int:
 
 
 def load_map_writer():
-    """The module's own map code (plugins/module_utils/cdsops_signin_map.py)."""
-    path = REPO / "plugins/module_utils/cdsops_signin_map.py"
-    spec = importlib.util.spec_from_file_location("cdsops_signin_map_utils", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    """The module's own map code (the collection's module_utils/cdsops_signin_map.py)."""
+    from ansible_collections.cdsops.platform.plugins.module_utils import cdsops_signin_map
+
+    return cdsops_signin_map
 
 
 def render_role_template(name: str, **variables) -> str:

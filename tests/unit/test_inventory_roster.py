@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -20,9 +19,7 @@ from cdsops.store.base import format_meta_time
 from cdsops.testing.registrations import write_registrations
 
 REPO = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("cdsops_roster_inv", REPO / "plugins/inventory/cdsops_roster.py")
-inv = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(inv)
+from ansible_collections.cdsops.platform.plugins.inventory import cdsops_roster as inv
 
 T0 = datetime(2026, 6, 1, tzinfo=timezone.utc)
 KEY = b"k" * 32
@@ -107,13 +104,12 @@ def test_google_group_provider_exposes_identities_to_the_management_host_only(wo
 def test_plugin_through_ansible_inventory(world):
     (world["tmp"] / "inv").mkdir()
     (world["tmp"] / "inv" / "cdsops.yml").write_text(
-        "plugin: cdsops_roster\nstore: ../roster.duckdb\nconfig: ../cdsops.yml\n"
+        "plugin: cdsops.platform.cdsops_roster\nstore: ../roster.duckdb\nconfig: ../cdsops.yml\n"
         "compute_vars: {ansible_connection: containers.podman.podman}\nhost_vars: {c2: {extra_var: 1}}\n"
         "keyed_groups: [{key: cdsops_data_group, prefix: data}]\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDSOPS_")}
-    env.update(ANSIBLE_INVENTORY_PLUGINS=str(REPO / "plugins/inventory"), ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-               CDSOPS_NOW="2026-06-02T00:00:00Z")
+    env.update(ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), CDSOPS_NOW="2026-06-02T00:00:00Z")
     out = subprocess.run([str(Path(sys.executable).parent / "ansible-inventory"), "-i", str(world["tmp"] / "inv" / "cdsops.yml"),
                           "--list"], env=env, capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stderr
@@ -128,9 +124,9 @@ def test_plugin_through_ansible_inventory(world):
 
 
 def test_plugin_without_store_is_a_clear_error(tmp_path):
-    (tmp_path / "cdsops.yml").write_text("plugin: cdsops_roster\n")
+    (tmp_path / "cdsops.yml").write_text("plugin: cdsops.platform.cdsops_roster\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDSOPS_")}
-    env.update(ANSIBLE_INVENTORY_PLUGINS=str(REPO / "plugins/inventory"), ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
+    env.update(ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
     out = subprocess.run([str(Path(sys.executable).parent / "ansible-inventory"), "-i", str(tmp_path / "cdsops.yml"), "--list"],
                          env=env, capture_output=True, text=True, cwd=REPO)
     assert "no store configured" in (out.stdout + out.stderr)

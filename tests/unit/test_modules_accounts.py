@@ -1,13 +1,12 @@
 """cdsops_accounts / cdsops_group / cdsops_access: the module code against a temporary root.
 
-The target-side logic (plugins/module_utils) is called directly for the table of cases; the
+The target-side logic (the collection's module_utils) is called directly for the table of cases; the
 modules themselves run once through a real ansible-playbook on localhost (check mode, diff,
 apply, idempotency, refusal) with ``root`` pointing at a temporary tree.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import stat
@@ -17,23 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from ansible_collections.cdsops.platform.plugins.module_utils import cdsops_accounts as acc
+from ansible_collections.cdsops.platform.plugins.module_utils import cdsops_etc as etc
+from ansible_collections.cdsops.platform.plugins.module_utils import cdsops_reconcile as rec
+
 REPO = Path(__file__).resolve().parents[2]
-MU = REPO / "plugins" / "module_utils"
-
-
-def _load(name):
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, MU / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-etc = _load("cdsops_etc")
-acc = _load("cdsops_accounts")
-rec = _load("cdsops_reconcile")
 
 UID_MIN, UID_MAX, PAT = 200001, 1199999, r"^s[0-9]{6}$"
 ME = os.getuid()
@@ -247,29 +234,29 @@ PLAY = """
     accts: [{username: s000001, uid: 200001, status: active}, {username: s000002, uid: 200002, status: expired}]
   tasks:
     - name: check
-      cdsops_accounts: {root: "%(root)s", accounts: "{{ accts }}", uid_min: 200001, uid_max: 1199999}
+      cdsops.platform.cdsops_accounts: {root: "%(root)s", accounts: "{{ accts }}", uid_min: 200001, uid_max: 1199999}
       check_mode: true
       diff: true
       register: check
     - name: apply
-      cdsops_accounts: {root: "%(root)s", accounts: "{{ accts }}", uid_min: 200001, uid_max: 1199999}
+      cdsops.platform.cdsops_accounts: {root: "%(root)s", accounts: "{{ accts }}", uid_min: 200001, uid_max: 1199999}
       register: apply
     - name: again
-      cdsops_accounts: {root: "%(root)s", accounts: "{{ accts }}", uid_min: 200001, uid_max: 1199999}
+      cdsops.platform.cdsops_accounts: {root: "%(root)s", accounts: "{{ accts }}", uid_min: 200001, uid_max: 1199999}
       register: again
     - name: refused
-      cdsops_accounts: {root: "%(root)s", accounts: [{username: root, uid: 0}], uid_min: 200001, uid_max: 1199999}
+      cdsops.platform.cdsops_accounts: {root: "%(root)s", accounts: [{username: root, uid: 0}], uid_min: 200001, uid_max: 1199999}
       register: refused
       ignore_errors: true
     - name: group
-      cdsops_group: {root: "%(root)s", name: cdsdata, gid: 199999, members: [s000001]}
+      cdsops.platform.cdsops_group: {root: "%(root)s", name: cdsdata, gid: 199999, members: [s000001]}
       diff: true
       register: group
     - name: group again
-      cdsops_group: {root: "%(root)s", name: cdsdata, gid: 199999, members: [s000001]}
+      cdsops.platform.cdsops_group: {root: "%(root)s", name: cdsdata, gid: 199999, members: [s000001]}
       register: group_again
     - name: access check
-      cdsops_access: {root: "%(root)s", path: /srv/cdsdata, group: cdsdata}
+      cdsops.platform.cdsops_access: {root: "%(root)s", path: /srv/cdsdata, group: cdsdata}
       check_mode: true
       register: access_check
     - name: dump
@@ -291,8 +278,7 @@ def played(tmp_path_factory):
     (r / "etc" / "gshadow").write_text("root:*::\ncdsdata:!::\n")
     out = d / "out.json"
     (d / "play.yml").write_text(PLAY % {"root": r, "out": out})
-    env = dict(os.environ, ANSIBLE_LIBRARY=str(REPO / "plugins/modules"), ANSIBLE_MODULE_UTILS=str(REPO / "plugins/module_utils"),
-               ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     ansible = Path(sys.executable).parent / "ansible-playbook"
     proc = subprocess.run([str(ansible), "-i", "localhost,", "-c", "local", "-e", f"ansible_python_interpreter={sys.executable}",
                            str(d / "play.yml")], env=env, capture_output=True, text=True, cwd=REPO)

@@ -24,25 +24,25 @@ PLAY = """
     users: %(users)s
   tasks:
     - name: check
-      cdsops_group: {provider: google, config: "%(cfg)s", identities: "{{ ids }}", usernames: "{{ users }}"}
+      cdsops.platform.cdsops_group: {provider: google, config: "%(cfg)s", identities: "{{ ids }}", usernames: "{{ users }}"}
       check_mode: true
       diff: true
       register: check
     - name: revoke only
-      cdsops_group: {provider: google, config: "%(cfg)s", identities: "{{ ids }}", usernames: "{{ users }}", revoke_only: true}
+      cdsops.platform.cdsops_group: {provider: google, config: "%(cfg)s", identities: "{{ ids }}", usernames: "{{ users }}", revoke_only: true}
       register: revoke
     - name: sync
-      cdsops_group: {provider: google, config: "%(cfg)s", identities: "{{ ids }}", usernames: "{{ users }}"}
+      cdsops.platform.cdsops_group: {provider: google, config: "%(cfg)s", identities: "{{ ids }}", usernames: "{{ users }}"}
       register: sync
     - name: again
-      cdsops_group: {provider: google, config: "%(cfg)s", identities: "{{ ids }}", usernames: "{{ users }}"}
+      cdsops.platform.cdsops_group: {provider: google, config: "%(cfg)s", identities: "{{ ids }}", usernames: "{{ users }}"}
       register: again
     - name: access
-      cdsops_access: {provider: google, config: "%(cfg)s"}
+      cdsops.platform.cdsops_access: {provider: google, config: "%(cfg)s"}
       diff: true
       register: access
     - name: access again
-      cdsops_access: {provider: google, config: "%(cfg)s"}
+      cdsops.platform.cdsops_access: {provider: google, config: "%(cfg)s"}
       register: access_again
     - name: dump
       ansible.builtin.copy:
@@ -68,8 +68,7 @@ def played(tmp_path_factory):
         ids, users = ["keep@example.org", "new@gmail.com"], ["s000001", "s000002"]
         out = d / "out.json"
         (d / "play.yml").write_text(PLAY % {"ids": json.dumps(ids), "users": json.dumps(users), "cfg": cfg, "out": out})
-        env = dict(os.environ, ANSIBLE_LIBRARY=str(REPO / "plugins/modules"), ANSIBLE_MODULE_UTILS=str(REPO / "plugins/module_utils"),
-                   ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), CDSOPS_GOOGLE_EMULATOR=emu.url)
+        env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), CDSOPS_GOOGLE_EMULATOR=emu.url)
         proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local",
                                "-e", f"ansible_python_interpreter={sys.executable}", str(d / "play.yml")],
                               env=env, capture_output=True, text=True, cwd=REPO)

@@ -25,18 +25,18 @@ PLAY = """
     due: %(due)s
   tasks:
     - name: check
-      cdsops_welcome: {store: "%(store)s", config: "%(cfg)s", outbox: "%(outbox)s", notifications: "{{ due }}"}
+      cdsops.platform.cdsops_welcome: {store: "%(store)s", config: "%(cfg)s", outbox: "%(outbox)s", notifications: "{{ due }}"}
       check_mode: true
       register: check
     - name: send
-      cdsops_welcome: {store: "%(store)s", config: "%(cfg)s", outbox: "%(outbox)s", notifications: "{{ due }}",
+      cdsops.platform.cdsops_welcome: {store: "%(store)s", config: "%(cfg)s", outbox: "%(outbox)s", notifications: "{{ due }}",
                        context: {course_name: Test Course}}
       register: send
     - name: again
-      cdsops_welcome: {store: "%(store)s", config: "%(cfg)s", outbox: "%(outbox)s", notifications: "{{ due }}"}
+      cdsops.platform.cdsops_welcome: {store: "%(store)s", config: "%(cfg)s", outbox: "%(outbox)s", notifications: "{{ due }}"}
       register: again
     - name: bad
-      cdsops_welcome: {store: "%(store)s", notifications: [{student_id: 1}]}
+      cdsops.platform.cdsops_welcome: {store: "%(store)s", notifications: [{student_id: 1}]}
       register: bad
       ignore_errors: true
     - name: dump
@@ -48,8 +48,7 @@ PLAY = """
 
 def play_on_localhost(play: Path, cwd: Path) -> None:
     """Run ``play`` with ansible-playbook on localhost, with this checkout's modules."""
-    env = dict(os.environ, ANSIBLE_LIBRARY=str(REPO / "plugins/modules"), ANSIBLE_MODULE_UTILS=str(REPO / "plugins/module_utils"),
-               ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
     proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local",
                            "-e", f"ansible_python_interpreter={sys.executable}", str(play)],
                           env=env, capture_output=True, text=True, cwd=cwd)
@@ -107,15 +106,9 @@ def test_bad_notification_is_a_clear_error(played):
 
 # -- the ledger next to the store ---------------------------------------------------------
 def _welcome_module():
-    import importlib.util
+    from ansible_collections.cdsops.platform.plugins.modules import cdsops_welcome
 
-    name = "cdsops_welcome_module_under_test"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "plugins/modules/cdsops_welcome.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        sys.modules[name] = mod
-    return sys.modules[name]
+    return cdsops_welcome
 
 
 def test_a_bigquery_store_selects_the_bigquery_ledger(monkeypatch):
@@ -179,8 +172,8 @@ def test_module_records_in_the_bigquery_dataset_of_a_bigquery_store(tmp_path, mo
         assert len(due) == 2
         out = tmp_path / "out.json"
         play = ("- hosts: localhost\n  gather_facts: false\n  tasks:\n"
-                "    - cdsops_welcome: {store: '%s', config: '%s', outbox: '%s', notifications: %s}\n      register: send\n"
-                "    - cdsops_welcome: {store: '%s', config: '%s', outbox: '%s', notifications: %s}\n      register: again\n"
+                "    - cdsops.platform.cdsops_welcome: {store: '%s', config: '%s', outbox: '%s', notifications: %s}\n      register: send\n"
+                "    - cdsops.platform.cdsops_welcome: {store: '%s', config: '%s', outbox: '%s', notifications: %s}\n      register: again\n"
                 "    - ansible.builtin.copy: {dest: '%s', content: \"{{ {'send': send, 'again': again} | to_json }}\"}\n"
                 ) % ((store, cfg, tmp_path / "outbox", json.dumps(due)) * 2 + (out,))
         (tmp_path / "play.yml").write_text(play)

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins" / "module_utils"))
-import cdsops_etc as etc  # noqa: E402
+from ansible_collections.cdsops.platform.plugins.module_utils import cdsops_etc as etc
 
 GROUP = (
     "# local comment, kept\n"

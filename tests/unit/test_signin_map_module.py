@@ -6,7 +6,6 @@ itself runs through a real ansible-playbook on localhost (one run, many tasks).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import stat
@@ -17,9 +16,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("cdsops_signin_map_utils", REPO / "plugins/module_utils/cdsops_signin_map.py")
-mu = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(mu)
+from ansible_collections.cdsops.platform.plugins.module_utils import cdsops_signin_map as mu
 
 A, B, C, D = ("a" * 64, "b" * 64, "c" * 64, "d" * 64)
 
@@ -123,7 +120,7 @@ PLAYBOOK = """
       - {{hash: "{B}", username: s000002, ready_at: "2026-11-26T17:05:00Z"}}
   tasks:
     - name: check mode on a fresh host
-      cdsops_signin_map: {{path: "{{{{ path }}}}", group: root, entries: "{{{{ entries }}}}", expired: ["{C}"]}}
+      cdsops.platform.cdsops_signin_map: {{path: "{{{{ path }}}}", group: root, entries: "{{{{ entries }}}}", expired: ["{C}"]}}
       check_mode: true
       diff: true
       register: r_check
@@ -131,27 +128,27 @@ PLAYBOOK = """
       ansible.builtin.stat: {{path: "{{{{ path }}}}"}}
       register: r_check_stat
     - name: first real run
-      cdsops_signin_map: {{path: "{{{{ path }}}}", group: root, entries: "{{{{ entries }}}}", expired: ["{C}"]}}
+      cdsops.platform.cdsops_signin_map: {{path: "{{{{ path }}}}", group: root, entries: "{{{{ entries }}}}", expired: ["{C}"]}}
       diff: true
       register: r_first
     - name: second run (idempotent)
-      cdsops_signin_map: {{path: "{{{{ path }}}}", group: root, entries: "{{{{ entries | reverse | list }}}}", expired: ["{C}"]}}
+      cdsops.platform.cdsops_signin_map: {{path: "{{{{ path }}}}", group: root, entries: "{{{{ entries | reverse | list }}}}", expired: ["{C}"]}}
       diff: true
       register: r_second
     - name: check mode of a change
-      cdsops_signin_map: {{path: "{{{{ path }}}}", group: root, entries: "{{{{ entries[:1] }}}}", expired: ["{C}", "{B}"]}}
+      cdsops.platform.cdsops_signin_map: {{path: "{{{{ path }}}}", group: root, entries: "{{{{ entries[:1] }}}}", expired: ["{C}", "{B}"]}}
       check_mode: true
       diff: true
       register: r_check_change
     - name: duplicate username refused
-      cdsops_signin_map:
+      cdsops.platform.cdsops_signin_map:
         path: "{{{{ path }}}}"
         group: root
         entries: [{{hash: "{C}", username: s000001, ready_at: "2026-11-26T17:00:00Z"}}, {{hash: "{D}", username: s000001, ready_at: "2026-11-26T17:00:00Z"}}]
       register: r_dup_user
       ignore_errors: true
     - name: duplicate identity refused
-      cdsops_signin_map:
+      cdsops.platform.cdsops_signin_map:
         path: "{{{{ path }}}}"
         group: root
         entries: [{{hash: "{C}", username: s000001, ready_at: "2026-11-26T17:00:00Z"}}, {{hash: "{C}", username: s000003, ready_at: "2026-11-26T17:00:00Z"}}]
@@ -160,24 +157,24 @@ PLAYBOOK = """
     - name: a wrong mode is repaired
       ansible.builtin.file: {{path: "{{{{ path }}}}", mode: "0666"}}
     - name: repair run
-      cdsops_signin_map: {{path: "{{{{ path }}}}", group: root, entries: "{{{{ entries }}}}", expired: ["{C}"]}}
+      cdsops.platform.cdsops_signin_map: {{path: "{{{{ path }}}}", group: root, entries: "{{{{ entries }}}}", expired: ["{C}"]}}
       diff: true
       register: r_mode
     - name: missing group
-      cdsops_signin_map: {{path: "{{{{ path }}}}", group: no-such-group-cdsops, entries: []}}
+      cdsops.platform.cdsops_signin_map: {{path: "{{{{ path }}}}", group: no-such-group-cdsops, entries: []}}
       register: r_group
       ignore_errors: true
     - name: missing group in check mode (a fresh host in a check run)
-      cdsops_signin_map: {{path: "{dir}/new/signin-map.json", group: no-such-group-cdsops, entries: []}}
+      cdsops.platform.cdsops_signin_map: {{path: "{dir}/new/signin-map.json", group: no-such-group-cdsops, entries: []}}
       check_mode: true
       register: r_group_check
     - name: revoke only on a host with no map yet
-      cdsops_signin_map: {{path: "{dir}/none/signin-map.json", group: no-such-group-cdsops, entries: "{{{{ entries }}}}", revoke_only: true}}
+      cdsops.platform.cdsops_signin_map: {{path: "{dir}/none/signin-map.json", group: no-such-group-cdsops, entries: "{{{{ entries }}}}", revoke_only: true}}
       register: r_revoke_missing
     - name: a full map for the revoke tests
-      cdsops_signin_map: {{path: "{dir}/revoke-map.json", group: root, entries: "{{{{ entries }}}}", expired: ["{C}"]}}
+      cdsops.platform.cdsops_signin_map: {{path: "{dir}/revoke-map.json", group: root, entries: "{{{{ entries }}}}", expired: ["{C}"]}}
     - name: revoke only, check mode (s000002 expires, s000004 is new)
-      cdsops_signin_map: &revoke
+      cdsops.platform.cdsops_signin_map: &revoke
         path: "{dir}/revoke-map.json"
         group: root
         entries: [{{hash: "{A}", username: s000001, ready_at: "2026-11-26T17:00:00Z"}}, {{hash: "{D}", username: s000004, ready_at: "2026-11-26T17:00:00Z"}}]
@@ -187,11 +184,11 @@ PLAYBOOK = """
       diff: true
       register: r_revoke_check
     - name: revoke only
-      cdsops_signin_map: *revoke
+      cdsops.platform.cdsops_signin_map: *revoke
       diff: true
       register: r_revoke
     - name: revoke only again (idempotent)
-      cdsops_signin_map: *revoke
+      cdsops.platform.cdsops_signin_map: *revoke
       register: r_revoke_again
     - name: save results
       ansible.builtin.copy:
@@ -207,8 +204,7 @@ PLAYBOOK = """
 def results(tmp_path_factory):
     d = tmp_path_factory.mktemp("signin-map-module")
     (d / "play.yml").write_text(PLAYBOOK.format(dir=d, A=A, B=B, C=C, D=D))
-    env = dict(os.environ, ANSIBLE_LIBRARY=str(REPO / "plugins/modules"),
-               ANSIBLE_MODULE_UTILS=str(REPO / "plugins/module_utils"), ANSIBLE_NOCOLOR="1",
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1",
                ANSIBLE_LOCALHOST_WARNING="false", ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
                ANSIBLE_PYTHON_INTERPRETER=sys.executable)
     ansible = Path(sys.executable).parent / "ansible-playbook"

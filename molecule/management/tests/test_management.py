@@ -123,12 +123,15 @@ def test_the_config_and_inventory_point_the_reconcile_at_the_roster_and_the_host
     assert "inventory: /etc/cdsops/inventory/cdsops.yml" in conf and "state_dir: /var/lib/cdsops" in conf
     inv = host.file("/etc/cdsops/inventory/cdsops.yml")
     assert inv.mode == 0o640 and inv.group == "cdsops"
-    assert "plugin: cdsops_roster" in inv.content_string and "ansible_host: 127.0.0.1" in inv.content_string
-    # the playbook and the plugins come with the installed package, not a checkout
+    assert "plugin: cdsops.platform.cdsops_roster" in inv.content_string and "ansible_host: 127.0.0.1" in inv.content_string
+    # the playbook and the collection come with the installed package, not a checkout
     pkg = host.run("/opt/cdsops/venv/bin/python -c 'from cdsops.runner import ansible_home; print(ansible_home())'")
     assert pkg.rc == 0 and pkg.stdout.strip().endswith("site-packages/cdsops/ansible"), pkg.stdout + pkg.stderr
     assert host.file(pkg.stdout.strip() + "/playbooks/reconcile.yml").is_file
-    assert host.file(pkg.stdout.strip() + "/plugins/modules/cdsops_accounts.py").is_file
+    site = pkg.stdout.strip().rsplit("/cdsops/ansible", 1)[0]
+    assert host.file(site + "/ansible_collections/cdsops/platform/plugins/modules/cdsops_accounts.py").is_file
+    doc = host.run("/opt/cdsops/venv/bin/ansible-doc -j cdsops.platform.cdsops_accounts")
+    assert doc.rc == 0 and site + "/ansible_collections/cdsops/platform/" in doc.stdout, doc.stderr
 
 
 def test_the_service_reconciles_the_registrations_over_ssh(host, timer_paused):

@@ -2,7 +2,7 @@
 
 * :class:`LocalGroupProvider` - the data-access group is a Linux group on the compute host;
   its members are usernames (``s000042``), never addresses. Built on
-  ``plugins/module_utils/cdsops_etc.py`` (shadow-utils compatible lock, atomic writes).
+  the collection's ``module_utils/cdsops_etc.py`` (shadow-utils compatible lock, atomic writes).
 * :class:`LocalDatasetAccess` - the course data (the invented MIMIC-like demo by default)
   lives in ``/srv/cdsdata`` owned ``root:<group>``, directories 0750, files 0640: readable
   only by members of the group.
@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import grp
 import hashlib
-import importlib.util
 import os
 import shutil
 import stat
-import sys
 from pathlib import Path
 from typing import Iterable
 
@@ -32,18 +30,15 @@ DEMO_FILES = (
 
 
 def load_etc():
-    """Import ``cdsops_etc`` (stdlib-only module_utils shared with the Ansible modules)."""
-    mod = sys.modules.get("cdsops_etc")
-    if mod is not None:
-        return mod
-    path = Path(__file__).resolve().parents[3] / "plugins" / "module_utils" / "cdsops_etc.py"
-    if not path.is_file():
-        raise ProviderError(f"cannot find cdsops_etc.py at {path}; install cdsops from a checkout (pip install -e .)")
-    spec = importlib.util.spec_from_file_location("cdsops_etc", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["cdsops_etc"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    """``cdsops_etc``: the stdlib-only module_utils of the collection cdsops.platform, shared with
+    the Ansible modules (importable wherever the collection is installed: the venv of a checkout
+    after ``make deps``, the management host's venv from the wheel)."""
+    try:
+        from ansible_collections.cdsops.platform.plugins.module_utils import cdsops_etc
+    except ImportError as exc:
+        raise ProviderError(f"cannot import the collection cdsops.platform ({exc}); run `make deps` in a checkout "
+                            "or install the cdsops wheel") from exc
+    return cdsops_etc
 
 
 class LocalGroupProvider:

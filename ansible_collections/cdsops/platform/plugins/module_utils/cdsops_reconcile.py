@@ -18,10 +18,7 @@ import os
 import re
 import stat
 
-try:
-    from ansible.module_utils import cdsops_etc as etc
-except ImportError:
-    import cdsops_etc as etc  # type: ignore
+from ansible_collections.cdsops.platform.plugins.module_utils import cdsops_etc as etc
 
 __all__ = ["ReconcileError", "ensure_group", "ensure_data_dir", "PROVIDER_OPTIONS", "provider_main"]
 

@@ -20,7 +20,7 @@ description:
     C(1), honoured by pam_unix account management, hence by RStudio, sshd, su and cron) and
     unlocks re-admitted ones. Homes are never deleted.
   - Ends the running processes of every expired account (SIGTERM, then SIGKILL after
-    I(terminate_grace) seconds): a process started before the lock keeps its credentials,
+    I(terminate_grace) seconds), because a process started before the lock keeps its credentials,
     the data group among them, so locking alone would leave a running R session its data
     access. This happens on every run, so an interrupted run is completed by the next.
   - Files are written shadow, gshadow, group, then passwd; homes are created afterwards, each
@@ -31,7 +31,16 @@ description:
     whose name or id collides with a different one (system accounts included).
   - Business rules (who is active) live in cdsops; this module only applies the list it is given.
 version_added: "0.1.0"
-author: cdsops contributors
+author: cdsops contributors (@cdsops)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  platform:
+    platforms: posix
 options:
   accounts:
     description: Every managed account of this host, each C(username), C(uid), C(status) (C(active) or C(expired)).
@@ -122,8 +131,8 @@ expired:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.cdsops_accounts import AccountsError, apply
-from ansible.module_utils.cdsops_etc import EtcError
+from ansible_collections.cdsops.platform.plugins.module_utils.cdsops_accounts import AccountsError, apply
+from ansible_collections.cdsops.platform.plugins.module_utils.cdsops_etc import EtcError
 
 
 def main():

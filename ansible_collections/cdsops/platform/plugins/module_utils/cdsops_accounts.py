@@ -40,10 +40,7 @@ import signal
 import stat
 import time
 
-try:  # inside an Ansible module
-    from ansible.module_utils import cdsops_etc as etc
-except ImportError:  # tests and the cdsops package load it from plugins/module_utils
-    import cdsops_etc as etc  # type: ignore
+from ansible_collections.cdsops.platform.plugins.module_utils import cdsops_etc as etc
 
 __all__ = ["AccountsError", "plan_changes", "apply", "EXPIRED_FIELD"]
 

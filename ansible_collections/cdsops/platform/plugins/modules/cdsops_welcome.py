@@ -15,16 +15,25 @@ description:
   - Runs on the management host with the cdsops package (addresses never leave it). For each
     due notification (C(student_id), C(admission), C(kind)) it looks the address up in the
     store's profiles, renders the template and sends it through the configured provider
-    (C(providers.email) of the cdsops configuration: SMTP or SendGrid), recording it in the
+    (C(providers.email) of the cdsops configuration, SMTP or SendGrid), recording it in the
     notification ledger that lives next to the roster (the C(notifications) table of the DuckDB
     store, or of the BigQuery dataset of a C(bigquery://PROJECT/DATASET) store), so each
     (student, admission, kind) is sent at most once even across crashed runs.
   - With I(outbox), messages are written as C(.eml) files into that directory instead of being
-    sent (the embedded default and the demo: no mail server, no network).
+    sent (the embedded default and the demo, with no mail server and no network).
   - Check mode reports what would be sent and sends nothing. Results carry usernames and
     notification keys only, never an address or a name.
 version_added: "0.1.0"
-author: cdsops contributors
+author: cdsops contributors (@cdsops)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
 options:
   store:
     description:

@@ -20,7 +20,16 @@ description:
     (C(providers.access)), through the cdsops IAM provider (read-modify-write with etags).
   - Check mode and diff are supported.
 version_added: "0.1.0"
-author: cdsops contributors
+author: cdsops contributors (@cdsops)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  platform:
+    platforms: posix
 options:
   provider:
     description: Where the access is bound.
@@ -63,7 +72,7 @@ changes:
   elements: dict
 """
 
-from ansible.module_utils.cdsops_reconcile import ReconcileError, ensure_data_dir, provider_main
+from ansible_collections.cdsops.platform.plugins.module_utils.cdsops_reconcile import ReconcileError, ensure_data_dir, provider_main
 
 
 def _local(module):

@@ -18,7 +18,7 @@ description:
     and, only when the group provider is Google, the active identities.
   - When the plan's guard trips (and it is not overridden), C(cdsops_guard.tripped) is true on every
     host and C(playbooks/reconcile.yml) fails at its first task, before any change.
-author: cdsops contributors
+author: cdsops contributors (@cdsops)
 extends_documentation_fragment:
   - constructed
   - inventory_cache
@@ -26,7 +26,7 @@ options:
   plugin:
     description: Token that marks this file as a cdsops_roster inventory.
     required: true
-    choices: [cdsops_roster]
+    choices: [cdsops.platform.cdsops_roster]
   store:
     description: Roster store (DuckDB path, relative to this file, or bigquery://PROJECT/DATASET). C($CDSOPS_ROSTER) overrides it.
     type: str
@@ -73,7 +73,7 @@ options:
 
 EXAMPLES = r"""
 # inventory/local/cdsops.yml
-plugin: cdsops_roster
+plugin: cdsops.platform.cdsops_roster
 store: ../../var/demo/roster.duckdb
 config: cdsops-config.yml
 compute_vars:
@@ -191,7 +191,7 @@ def build(store_uri, config_path, now, *, allow_mass_revoke=False, signin_key=No
 
 
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
-    NAME = "cdsops_roster"
+    NAME = "cdsops.platform.cdsops_roster"
 
     def verify_file(self, path):
         return super().verify_file(path) and path.endswith(("cdsops.yml", "cdsops.yaml", ".cdsops.yml", ".cdsops.yaml"))

@@ -16,20 +16,29 @@ description:
     C(hash), C(username) and C(ready_at), plus the hashes of expired students, so that the
     sign-in gate can send each Google identity to exactly its own account, show "being
     prepared" before C(ready_at), and show the "expired" page to expired students.
-  - The file holds no email address: C(hash) is the keyed hash (HMAC-SHA256) of the canonical
+  - The file holds no email address; C(hash) is the keyed hash (HMAC-SHA256) of the canonical
     identity, computed by cdsops on the management side.
   - Refuses a map in which one hash (identity) or one username appears twice, or a hash is both
     active and expired; nothing is written then.
   - Writes atomically (temporary file with final owner and mode, fsync, rename), so the gate
     never reads a partial map; it picks the new file up on its next request.
-  - With O(revoke_only=true) the module only takes access away: active entries whose hash is
+  - With O(revoke_only=true) the module only takes access away; active entries whose hash is
     no longer requested as active are removed and the expired hashes are written, but no
     entry is added or changed. The reconcile playbook runs this before it locks the expired
     accounts, so revocations go group -> sign-in map -> account, the reverse of the grants.
   - Check mode and diff are supported. The diff shows counts and the usernames added, removed
     or updated, never a hash or an identity.
 version_added: "0.1.0"
-author: cdsops contributors
+author: cdsops contributors (@cdsops)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  platform:
+    platforms: posix
 options:
   path:
     description: The sign-in map file.
@@ -131,7 +140,7 @@ import os
 import pwd
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.cdsops_signin_map import (
+from ansible_collections.cdsops.platform.plugins.module_utils.cdsops_signin_map import (
     SigninMapError,
     atomic_write,
     build_document,

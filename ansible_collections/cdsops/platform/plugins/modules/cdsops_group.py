@@ -22,7 +22,16 @@ description:
     cdsops Directory API provider (batched, retried, only the differences sent).
   - Check mode and diff are supported.
 version_added: "0.1.0"
-author: cdsops contributors
+author: cdsops contributors (@cdsops)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  platform:
+    platforms: posix
 options:
   provider:
     description: Where the group lives.
@@ -99,8 +108,8 @@ removed:
   type: list
 """
 
-from ansible.module_utils.cdsops_reconcile import ReconcileError, ensure_group, provider_main
-from ansible.module_utils.cdsops_etc import EtcError
+from ansible_collections.cdsops.platform.plugins.module_utils.cdsops_reconcile import ReconcileError, ensure_group, provider_main
+from ansible_collections.cdsops.platform.plugins.module_utils.cdsops_etc import EtcError
 
 
 def _local(module):
