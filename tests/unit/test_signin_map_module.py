@@ -1,6 +1,6 @@
 """The cdsops_signin_map module: validation, check mode, diff, idempotency, duplicate refusal.
 
-The pure part (plugins/module_utils/cdsops_signin_map.py) is tested directly; the module
+The pure part (the collection's module_utils/cdsops_signin_map.py) is tested directly; the module
 itself runs through a real ansible-playbook on localhost (one run, many tasks).
 """
 
