@@ -5,11 +5,12 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help deps demo test unit bench clean
+.PHONY: help deps demo test lint unit bench clean
 
 help:
 	@echo "make demo   build the embedded default and run the main job on the bundled sample"
-	@echo "make test   run the whole test suite (unit, integration, Molecule, audit)"
+	@echo "make test   run the whole test suite (lint gates, unit, integration, Molecule, audit)"
+	@echo "make lint   run the lint gates alone (ansible-test sanity, ansible-lint, ruff, import-linter)"
 	@echo "make bench  print the benchmark figures"
 
 .stamps/system: $(wildcard scripts/apt/*.txt) scripts/install-system-deps.sh $(wildcard scripts/system.d/*.sh)
@@ -27,6 +28,9 @@ demo: deps
 
 test: deps
 	bash scripts/test.sh
+
+lint: deps
+	bash scripts/lint.sh
 
 unit: deps
 	$(PY) -m pytest tests/unit -q

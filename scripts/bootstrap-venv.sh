@@ -25,3 +25,6 @@ cmp -s "$ext" "$dest/spatial.duckdb_extension" || cp "$ext" "$dest/spatial.duckd
 site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 mkdir -p "$site/ansible_collections/cdsops"
 ln -sfn "$PWD/ansible_collections/cdsops/platform" "$site/ansible_collections/cdsops/platform"
+# ansible-test's sanity environments (its own pinned tool versions), built once here so the lint
+# gate does not pay for them
+bash scripts/lint.sh --prime >/dev/null
