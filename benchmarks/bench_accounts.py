@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,7 +89,7 @@ def main():
 
         cfg = d / "cdsops.yml"
         cfg.write_text(f"compute_hosts: [{a}]\n")
-        t0 = datetime(2026, 6, 1, tzinfo=timezone.utc)
+        t0 = datetime(2026, 6, 1, tzinfo=UTC)
         src = d / "reg.csv"
         with open(src, "w", newline="") as fh:
             w = csv.writer(fh)

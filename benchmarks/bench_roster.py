@@ -14,12 +14,11 @@ import argparse
 import csv
 import os
 import random
-import resource
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 COLUMNS = ["submitted_at", "email", "full_name", "city", "country", "agreed_dua", "agreed_terms"]
@@ -27,7 +26,7 @@ COLUMNS = ["submitted_at", "email", "full_name", "city", "country", "agreed_dua"
 
 def make_rows(n: int, seed: int = 1) -> list[list[str]]:
     rng = random.Random(seed)
-    base = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    base = datetime(2026, 1, 1, tzinfo=UTC)
     people = int(n * 0.9)
     rows = []
     for i in range(people):
@@ -85,8 +84,9 @@ def main() -> int:
     best_i = min(initial)
     best_n = min(noop)
     print(f"rows: {args.rows:,} (10% repeats, Gmail aliases); best of {args.repeat}; whole process (python start {startup:.3f} s)")
-    print(f"  initial sync into an empty embedded roster: {best_i[0]:.2f} s wall, {best_i[3]:.2f} s CPU  (target < 3 s)   peak RSS {max(x[1] for x in initial):.0f} MB")
-    print(f"  no-op re-sync of the same rows:             {best_n[0]:.2f} s wall, {best_n[3]:.2f} s CPU  (target < 1.5 s) peak RSS {max(x[1] for x in noop):.0f} MB")
+    rss_i, rss_n = max(x[1] for x in initial), max(x[1] for x in noop)
+    print(f"  initial sync into an empty embedded roster: {best_i[0]:.2f} s wall, {best_i[3]:.2f} s CPU  (target < 3 s)   peak RSS {rss_i:.0f} MB")
+    print(f"  no-op re-sync of the same rows:             {best_n[0]:.2f} s wall, {best_n[3]:.2f} s CPU  (target < 1.5 s) peak RSS {rss_n:.0f} MB")
     load = os.getloadavg()[0]
     if load > 1.5:
         print(f"  note: load average {load:.1f} on {os.cpu_count()} cores while measuring: wall times are inflated")

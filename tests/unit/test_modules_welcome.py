@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,7 @@ from cdsops.service import compute_plan, roster_sync
 from cdsops.testing.registrations import write_registrations
 
 REPO = Path(__file__).resolve().parents[2]
-T0 = datetime(2026, 6, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 6, 1, tzinfo=UTC)
 
 PLAY = """
 - hosts: localhost

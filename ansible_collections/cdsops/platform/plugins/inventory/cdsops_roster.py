@@ -223,7 +223,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             except AnsibleParserError:
                 raise
             except Exception as exc:
-                raise AnsibleParserError("cdsops_roster: %s: %s" % (exc.__class__.__name__, exc))
+                raise AnsibleParserError("cdsops_roster: %s: %s" % (exc.__class__.__name__, exc)) from exc
             data = {"compute": compute, "management": mgmt, "common": common}
             if self.get_option("cache"):
                 self._cache[cache_key] = data

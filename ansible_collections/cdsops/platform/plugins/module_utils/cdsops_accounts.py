@@ -64,7 +64,7 @@ def validate(accounts, uid_min, uid_max, name_pattern):
     try:
         pat = re.compile(name_pattern)
     except re.error as exc:
-        raise AccountsError("username_pattern %r is not a valid regular expression: %s" % (name_pattern, exc))
+        raise AccountsError("username_pattern %r is not a valid regular expression: %s" % (name_pattern, exc)) from exc
     out, names, uids = [], {}, {}
     for i, a in enumerate(accounts or []):
         if not isinstance(a, dict):
@@ -274,7 +274,7 @@ def terminate(uids, grace=5.0, proc="/proc", rounds=3):
     """End every process of ``uids``: SIGTERM, then SIGKILL for what is left after ``grace``
     seconds; repeated (``rounds``) for processes forked meanwhile. Returns {uid: count}."""
     ended = {}
-    for _ in range(rounds):
+    for _round in range(rounds):
         victims = processes_of(uids, proc)
         if not victims:
             break

@@ -177,7 +177,7 @@ def _lock(root, kinds, deadline, timeout, poll):
                 if exc.errno not in (errno.EACCES, errno.EAGAIN):
                     raise
                 if time.monotonic() >= deadline:
-                    raise LockTimeout("timed out after %.0f s waiting for %s (another account tool holds it)" % (timeout, lockfile))
+                    raise LockTimeout("timed out after %.0f s waiting for %s (another account tool holds it)" % (timeout, lockfile)) from None
                 time.sleep(poll)
         for kind in kinds:
             path = etc_path(root, kind)
@@ -279,7 +279,7 @@ class EtcFile(object):
 
     def set(self, fields):
         """Replace the entry named ``fields[0]`` or append it; returns True when it changed."""
-        fields = [f if type(f) is str else str(f) for f in fields]
+        fields = [str(f) for f in fields]  # plain str (also for str subclasses)
         if len(fields) != self.nfields:
             raise EtcError("%s entry needs %d fields, got %d" % (self.kind, self.nfields, len(fields)))
         idx = self.index

@@ -44,7 +44,7 @@ def normalize_time(value, where):
         try:
             when = datetime.fromisoformat(text)
         except ValueError:
-            raise SigninMapError("%s: ready_at %r is not an ISO 8601 time" % (where, value))
+            raise SigninMapError("%s: ready_at %r is not an ISO 8601 time" % (where, value)) from None
     else:
         raise SigninMapError("%s: ready_at is missing (an ISO 8601 UTC time is required)" % where)
     if when.tzinfo is None or when.utcoffset() is None:

@@ -72,7 +72,11 @@ changes:
   elements: dict
 """
 
-from ansible_collections.cdsops.platform.plugins.module_utils.cdsops_reconcile import ReconcileError, ensure_data_dir, provider_main
+from ansible_collections.cdsops.platform.plugins.module_utils.cdsops_reconcile import (
+    ReconcileError,
+    ensure_data_dir,
+    provider_main,
+)
 
 
 def _local(module):

@@ -131,6 +131,7 @@ expired:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+
 from ansible_collections.cdsops.platform.plugins.module_utils.cdsops_accounts import AccountsError, apply
 from ansible_collections.cdsops.platform.plugins.module_utils.cdsops_etc import EtcError
 

@@ -108,8 +108,12 @@ removed:
   type: list
 """
 
-from ansible_collections.cdsops.platform.plugins.module_utils.cdsops_reconcile import ReconcileError, ensure_group, provider_main
 from ansible_collections.cdsops.platform.plugins.module_utils.cdsops_etc import EtcError
+from ansible_collections.cdsops.platform.plugins.module_utils.cdsops_reconcile import (
+    ReconcileError,
+    ensure_group,
+    provider_main,
+)
 
 
 def _local(module):
@@ -145,7 +149,7 @@ def _google(module):
         module.fail_json(msg="usernames must list one username per identity (%d usernames for %d identities)" % (len(users), len(ids)))
     if len(set(ids)) != len(ids):
         module.fail_json(msg="an identity is listed twice")
-    names = dict(zip(ids, users or [""] * len(ids)))
+    names = dict(zip(ids, users or [""] * len(ids), strict=False))
     try:
         provider = group_provider(load_config(p["config"]))
         desired = set(names)

@@ -140,15 +140,16 @@ import os
 import pwd
 
 from ansible.module_utils.basic import AnsibleModule
+
 from ansible_collections.cdsops.platform.plugins.module_utils.cdsops_signin_map import (
     SigninMapError,
     atomic_write,
     build_document,
-    restrict,
     compare,
     diff_text,
     read_current,
     render,
+    restrict,
 )
 
 
