@@ -105,3 +105,38 @@ def test_the_roster_store_reads_what_the_ledger_records(tmp_path: Path) -> None:
             if sid != 2:
                 led.mark_sent(k)  # 2 stays "sending": not sent as far as the plan knows
     assert open_store(str(db)).sent_notifications() == frozenset({(1, 1, "welcome"), (3, 1, "expiry")})
+
+
+@pytest.mark.parametrize(
+    ("first_name", "greeting"),
+    [
+        ("Ada", "Hello Ada,"),
+        ("Zoë", "Hello Zoë,"),
+        ("Anne-Marie", "Hello Anne-Marie,"),
+        ("O'Brien", "Hello O'Brien,"),
+        ("Mary Jane", "Hello Mary Jane,"),
+        ("http://evil.example/login", "Hello,"),
+        ("Ada\nBcc: someone@example.org", "Hello,"),
+        ("Ada<script>", "Hello,"),
+        ("R2D2", "Hello,"),
+        ("--", "Hello,"),
+        ("A" * 41, "Hello,"),
+        ("", "Hello,"),
+    ],
+)
+def test_first_name_is_a_plain_given_name_or_left_out(first_name: str, greeting: str) -> None:
+    """The name comes from an untrusted registration row and the mail goes to an unverified
+    address: only letters (any script), spaces, hyphens and apostrophes, at most 40 characters."""
+    key = NotificationKey(1, "a", "welcome")
+    msg = render("welcome", "x@example.org", key, {**CTX, "student_id": 1, "first_name": first_name})
+    assert msg.text.splitlines()[0] == greeting
+    assert "evil" not in msg.text and "Bcc" not in msg.text and "<script>" not in msg.text
+
+
+def test_given_name_takes_the_first_word_of_a_plain_name() -> None:
+    from cdsops.providers.email import given_name
+
+    assert given_name("Zoë Smith") == "Zoë"
+    assert given_name("  Ada   Lovelace ") == "Ada"
+    assert given_name("www.evil.example Smith") == ""
+    assert given_name(None) == "" and given_name("") == ""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import email.message
 import email.utils
 import logging
+import re
 import smtplib
 import socket
 import threading
@@ -78,6 +79,25 @@ def _env(template_dir: Path):
 
 
 _OPTIONAL = {"first_name": "", "propagation_note": False}
+GIVEN_NAME_MAX = 40
+# letters of any script, single hyphens/apostrophes/spaces between them: "Zoë", "Anne-Marie", "O'Brien"
+_GIVEN_NAME_RE = re.compile(r"[^\W\d_]+(?:['\u2019 -][^\W\d_]+)*")
+
+
+def plain_given_name(value: object) -> str:
+    """``value`` when it is a plain given name (letters, spaces, hyphens, apostrophes; at most
+    :data:`GIVEN_NAME_MAX` characters), else ``""``: the name comes from an untrusted registration
+    row and the mail goes to an unverified address, so nothing else (links, digits, markup, line
+    breaks) is ever put into a message."""
+    if not isinstance(value, str) or len(value) > GIVEN_NAME_MAX:
+        return ""
+    return value if _GIVEN_NAME_RE.fullmatch(value) else ""
+
+
+def given_name(full_name: str | None) -> str:
+    """The first word of ``full_name`` when it is a plain given name, else ``""``."""
+    words = (full_name or "").split()
+    return plain_given_name(words[0]) if words else ""
 
 
 def render(kind: str, to: str, key: NotificationKey, context: Mapping[str, Any], template_dir: Path | None = None) -> EmailMessage:
@@ -88,6 +108,7 @@ def render(kind: str, to: str, key: NotificationKey, context: Mapping[str, Any],
         raise TemplateError(f"unknown message kind {kind!r}; expected one of {', '.join(KINDS)}")
     env = _env(template_dir or TEMPLATE_DIR)
     context = {**_OPTIONAL, **context}
+    context["first_name"] = plain_given_name(context["first_name"])
     try:
         subject = env.get_template(f"{kind}.subject.j2").render(**context).strip()
         text = env.get_template(f"{kind}.txt.j2").render(**context)

@@ -144,7 +144,7 @@ def main():
     try:
         from cdsops.config import load_config
         from cdsops.providers.base import NotificationKey
-        from cdsops.providers.email import Notification, Notifier
+        from cdsops.providers.email import Notification, Notifier, given_name
         from cdsops.providers.factory import email_provider
         from cdsops.roster import iso
         from cdsops.store import open_store
@@ -181,7 +181,7 @@ def main():
             continue
         key = NotificationKey(sid, str(adm), kind)
         st = students.get(sid)
-        ctx = {"username": username, "first_name": (prof.full_name or "").split(" ")[0],
+        ctx = {"username": username, "first_name": given_name(prof.full_name),
                "expires_on": iso(st.expires_at)[:10] if st else ""}
         items.append(Notification(key, prof.email, ctx))
         by_key[str(key)] = (sid, username, adm, kind)
