@@ -181,6 +181,51 @@ def test_materials_are_copied_into_new_homes(root):
     assert (root / "home" / "s000004" / "course" / "week1.Rmd").read_text() == "# week 1\n"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="files are handed to the student's uid: needs root")
+def test_a_symlink_planted_by_the_student_cannot_redirect_the_materials_copy(root, monkeypatch):
+    """The student may still have processes when their home is re-created. Model what they can
+    do: in any directory they own, replace the target of root's copy by a symlink to a place of
+    their choosing. Every copy must happen where they cannot write (or not follow links)."""
+    (root / "srv" / "materials" / "week1").mkdir(parents=True)
+    (root / "srv" / "materials" / "week1" / "notes.Rmd").write_text("# week 1\n")
+    (root / "srv" / "materials" / "syllabus.txt").write_text("syllabus\n")
+    victim = root / "etc" / "victim"
+    victim.mkdir()
+    student = 200000 + 5
+    original = acc._copy_tree
+    planted = []
+
+    def student_strikes_first(src, dst, uid, gid):
+        if os.lstat(os.path.dirname(dst)).st_uid == student and not os.path.islink(dst):
+            os.rename(dst, dst + ".moved")
+            os.symlink(str(victim), dst)
+            planted.append(dst)
+        return original(src, dst, uid, gid)
+
+    monkeypatch.setattr(acc, "_copy_tree", student_strikes_first)
+    try:
+        run(root, [A(5)], materials="/srv/materials")
+    except OSError:
+        pass  # refusing is fine too; writing through the link is not
+    assert list(victim.iterdir()) == [], planted
+    assert (root / "home" / "s000005" / "course" / "week1" / "notes.Rmd").read_text() == "# week 1\n"
+    course = os.lstat(root / "home" / "s000005" / "course")
+    assert stat.S_ISDIR(course.st_mode) and course.st_uid == student and stat.S_IMODE(course.st_mode) == 0o700
+
+
+def test_copy_never_follows_a_symlink_at_the_destination(root, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a\n")
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    (tmp_path / "elsewhere.txt").write_text("untouched\n")
+    (dst / "a.txt").symlink_to(tmp_path / "elsewhere.txt")
+    with pytest.raises(OSError):
+        acc._copy_tree(str(src), str(dst), ME, os.getgid())
+    assert (tmp_path / "elsewhere.txt").read_text() == "untouched\n"
+
+
 def test_group_members_table(root):
     r = rec.ensure_group(str(root), "cdsdata", ["s000001", "s000002"], gid=199999, managed_pattern=PAT)
     assert r["added"] == ["s000001", "s000002"] and r["removed"] == []

@@ -188,6 +188,29 @@ def plan_changes(root, request, uid_min, uid_max, name_pattern, shell="/bin/bash
 WRITE_ORDER = ("shadow", "gshadow", "group", "passwd")
 
 
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def _copy_file(src, dst, mode, uid, gid):
+    """Copy one regular file; never follows a symlink at either end, never overwrites."""
+    sfd = os.open(src, os.O_RDONLY | _NOFOLLOW)
+    with os.fdopen(sfd, "rb") as inp:
+        dfd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
+        with os.fdopen(dfd, "wb") as out:
+            shutil.copyfileobj(inp, out)
+            os.fchown(dfd, uid, gid)
+            os.fchmod(dfd, mode)
+
+
+def _fix_dir(path, mode, uid, gid):
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW)
+    try:
+        os.fchown(fd, uid, gid)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
 def _copy_tree(src, dst, uid, gid):
     """Copy ``src`` (a skeleton) into existing ``dst``, owned by uid:gid, no symlink following."""
     for entry in sorted(os.listdir(src)):
@@ -196,16 +219,13 @@ def _copy_tree(src, dst, uid, gid):
         st = os.lstat(s)
         if stat.S_ISLNK(st.st_mode):
             os.symlink(os.readlink(s), d)
+            os.lchown(d, uid, gid)
         elif stat.S_ISDIR(st.st_mode):
             os.mkdir(d, 0o700)
             _copy_tree(s, d, uid, gid)
-            os.chmod(d, stat.S_IMODE(st.st_mode) & 0o755)
+            _fix_dir(d, stat.S_IMODE(st.st_mode) & 0o755, uid, gid)
         elif stat.S_ISREG(st.st_mode):
-            shutil.copyfile(s, d, follow_symlinks=False)
-            os.chmod(d, stat.S_IMODE(st.st_mode) & 0o755)
-        else:
-            continue
-        os.lchown(d, uid, gid)
+            _copy_file(s, d, stat.S_IMODE(st.st_mode) & 0o755, uid, gid)
 
 
 def homes_to_fix(root, request, home_base="/home"):
@@ -225,7 +245,11 @@ def homes_to_fix(root, request, home_base="/home"):
     return out
 
 
-def make_home(path, uid, skeletons):
+def make_home(path, uid, skeletons, materials=None):
+    """Build the home in ``<path>.cdsops-tmp`` (root's, mode 0700: nobody else can enter it),
+    with the skeletons and the course materials (as ``course``), and hand it to the student
+    (chown, rename) only once it is complete: the student never owns a directory that root is
+    still writing into, so no symlink they plant can redirect the copy."""
     tmp = path + HOME_TMP_SUFFIX
     if os.path.lexists(tmp):
         shutil.rmtree(tmp)  # left by an interrupted run: ours, never a real home
@@ -234,8 +258,12 @@ def make_home(path, uid, skeletons):
     for skel in skeletons:
         if skel and os.path.isdir(skel):
             _copy_tree(skel, tmp, uid, uid)
-    os.chown(tmp, uid, uid)
-    os.chmod(tmp, 0o700)
+    if materials and os.path.isdir(materials):
+        course = os.path.join(tmp, "course")
+        os.mkdir(course, 0o700)
+        _copy_tree(materials, course, uid, uid)
+        _fix_dir(course, 0o700, uid, uid)
+    _fix_dir(tmp, 0o700, uid, uid)
     os.rename(tmp, path)
 
 
@@ -339,12 +367,7 @@ def apply(root, accounts, uid_min, uid_max, name_pattern, shell="/bin/bash", hom
         if check_mode:
             continue
         if problem == "missing":
-            make_home(path, uid, skel_dirs)
-            if mat_dir and os.path.isdir(mat_dir):
-                dst = os.path.join(path, "course")
-                os.mkdir(dst, 0o700)
-                _copy_tree(mat_dir, dst, uid, uid)
-                os.chown(dst, uid, uid)
+            make_home(path, uid, skel_dirs, mat_dir)
         else:
             os.chown(path, uid, uid, follow_symlinks=False)
             os.chmod(path, 0o700)
