@@ -7,6 +7,7 @@ apply, idempotency, refusal) with ``root`` pointing at a temporary tree.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -399,3 +400,37 @@ def test_processes_are_not_looked_for_in_a_test_tree_without_proc(root):
     # root != "/" means the managed system's /proc is root/proc: here there is none
     run(root, [A(93)])
     assert run(root, [A(93, "expired")])["counts"] == {"account.locked": 1}
+
+
+def test_group_members_are_decided_from_a_read_under_the_lock(root, monkeypatch):
+    """Another tool (gpasswd) adds a staff member just before we get the /etc lock: the member
+    must be kept, so the members are read once the lock is held, not before."""
+    original = etc.lock
+
+    @contextlib.contextmanager
+    def gpasswd_gets_there_first(*args, **kwargs):
+        g = etc.read(str(root), "group")
+        e = g.get("cdsdata")
+        e[3] = ",".join([m for m in e[3].split(",") if m] + ["newstaff"])
+        g.set(e)
+        etc.write(str(root), g)
+        with original(*args, **kwargs):
+            yield
+
+    monkeypatch.setattr(etc, "lock", gpasswd_gets_there_first)
+    r = rec.ensure_group(str(root), "cdsdata", ["s000001"], gid=199999, managed_pattern=PAT)
+    assert r["changed"] and "newstaff" not in r["removed"]
+    assert entry(root, "group", "cdsdata")[3].split(",") == ["newstaff", "s000001", "teacher"]
+
+
+def test_temp_files_left_by_a_killed_writer_are_removed_on_the_next_run(root):
+    stale = [".passwd.k3j2h1g0", ".shadow.a1b2c3d4", ".shadow-.zz9_8y7x", ".gshadow.q1w2e3r4", ".group.abcdefgh"]
+    for name in stale:
+        (root / "etc" / name).write_text("s000001:$6$copy-of-a-secret:19000::::::\n")
+    keep = [".passwd.notours", "passwd-", "shadow.bak", ".pwd.lock"]
+    for name in keep:
+        (root / "etc" / name).write_text("")
+    run(root, [A(1)])
+    left = {p.name for p in (root / "etc").iterdir()}
+    assert not left & set(stale), left
+    assert set(keep) <= left

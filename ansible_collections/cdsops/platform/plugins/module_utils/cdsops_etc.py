@@ -52,6 +52,8 @@ __all__ = [
     "write",
     "atomic_write",
     "set_group_members",
+    "write_group_members",
+    "remove_stale_temps",
     "valid_name",
 ]
 
@@ -141,6 +143,30 @@ def _file_lock_nowait(path):
             pass
 
 
+# atomic_write's temporary files (mkstemp: ".passwd." + 8 characters, ".passwd-." for the backup)
+_TEMP_RE = re.compile(r"^\.(passwd|group|shadow|gshadow)-?\.[a-z0-9_]{8}$")
+
+
+def remove_stale_temps(root):
+    """Remove the temporary files a killed writer left in ``etc`` (a copy of shadow among them).
+    Called with the lock held: every writer holds it while its temporary file exists, so any
+    such file found then is stale. Returns the names removed."""
+    directory = os.path.dirname(etc_path(root, "passwd"))
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in sorted(names):
+        if _TEMP_RE.match(name):
+            try:
+                os.unlink(os.path.join(directory, name))
+                removed.append(name)
+            except OSError:
+                pass
+    return removed
+
+
 # fcntl locks belong to the process, not the thread: serialize threads of this process too.
 _THREAD_LOCK = threading.Lock()
 
@@ -179,6 +205,7 @@ def _lock(root, kinds, deadline, timeout, poll):
                 if time.monotonic() >= deadline:
                     raise LockTimeout("timed out after %.0f s waiting for %s (another account tool holds it)" % (timeout, lockfile)) from None
                 time.sleep(poll)
+        remove_stale_temps(root)
         for kind in kinds:
             path = etc_path(root, kind)
             if not os.path.exists(path):
@@ -443,23 +470,30 @@ def set_group_members(root, group, members, check_mode=False, lock_timeout=LOCK_
 
     with lock(root, kinds=("group", "gshadow"), timeout=lock_timeout):
         gfile, entry, before = _compute()
-        gs_path = etc_path(root, "gshadow")
-        gsfile = read(root, "gshadow") if os.path.exists(gs_path) else None
-        gs_entry = gsfile.get(group) if gsfile is not None else None
-        gs_before = sorted(set(_split_members(gs_entry[3]))) if gs_entry is not None else None
-        joined = ",".join(wanted)
-        changed = False
-        if before != wanted:
-            entry[3] = joined
-            gfile.set(entry)
-            changed = True
-        gs_changed = gs_entry is not None and gs_before != wanted
-        if gs_changed:
-            gs_entry[3] = joined
-            gsfile.set(gs_entry)
-        # gshadow first, then group: the same order gpasswd uses.
-        if gs_changed:
-            write(root, gsfile)
-        if changed:
-            write(root, gfile)
-        return {"changed": changed or gs_changed, "before": before, "after": wanted}
+        return write_group_members(root, gfile, entry, before, wanted)
+
+
+def write_group_members(root, gfile, entry, before, wanted):
+    """Write ``wanted`` as the members of the group ``entry`` of ``gfile`` (read under the lock
+    the caller holds), in ``group`` and, when the group is there, ``gshadow``."""
+    group = entry[0]
+    gs_path = etc_path(root, "gshadow")
+    gsfile = read(root, "gshadow") if os.path.exists(gs_path) else None
+    gs_entry = gsfile.get(group) if gsfile is not None else None
+    gs_before = sorted(set(_split_members(gs_entry[3]))) if gs_entry is not None else None
+    joined = ",".join(wanted)
+    changed = False
+    if before != wanted:
+        entry[3] = joined
+        gfile.set(entry)
+        changed = True
+    gs_changed = gs_entry is not None and gs_before != wanted
+    if gs_changed:
+        gs_entry[3] = joined
+        gsfile.set(gs_entry)
+    # gshadow first, then group: the same order gpasswd uses.
+    if gs_changed:
+        write(root, gsfile)
+    if changed:
+        write(root, gfile)
+    return {"changed": changed or gs_changed, "before": before, "after": wanted}

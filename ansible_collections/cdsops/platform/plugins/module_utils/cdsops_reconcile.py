@@ -53,7 +53,29 @@ def ensure_group(root, group, members, gid=None, managed_pattern=None, check_mod
         outside = [m for m in members if not pat.match(m)]
         if outside:
             raise ReconcileError("member(s) outside the managed pattern %s: %s" % (managed_pattern, ", ".join(outside[:5])))
-    gfile = etc.read(root, "group")
+    if check_mode:  # nothing is written: a read without the lock is enough
+        return _group_plan(etc.read(root, "group"), group, members, gid, pat, revoke_only)
+    # read, decide and write under one lock: a member another tool adds meanwhile is seen
+    with etc.lock(root, kinds=("group", "gshadow"), timeout=lock_timeout):
+        gfile = etc.read(root, "group")
+        res = _group_plan(gfile, group, members, gid, pat, revoke_only)
+        if not res["changed"]:
+            return res
+        if res["created"]:
+            joined = ",".join(res["after"])
+            if os.path.exists(etc.etc_path(root, "gshadow")):  # gshadow first, as gpasswd does
+                gs = etc.read(root, "gshadow")
+                gs.set([group, "!", "", joined])
+                etc.write(root, gs)
+            gfile.set([group, "x", str(gid), joined])
+            etc.write(root, gfile)
+        else:
+            etc.write_group_members(root, gfile, gfile.get(group), res["before"], res["after"])
+    return res
+
+
+def _group_plan(gfile, group, members, gid, pat, revoke_only):
+    """What :func:`ensure_group` changes, decided from ``gfile`` (the group file as read)."""
     entry = gfile.get(group)
     created = False
     if entry is None and revoke_only:
@@ -74,7 +96,7 @@ def ensure_group(root, group, members, gid=None, managed_pattern=None, check_mod
     wanted = sorted(set(members) | set(kept))
     if revoke_only:
         wanted = sorted(set(wanted) & set(before))
-    res = {
+    return {
         "changed": created or before != wanted,
         "created": created,
         "before": before,
@@ -82,24 +104,6 @@ def ensure_group(root, group, members, gid=None, managed_pattern=None, check_mod
         "added": sorted(set(wanted) - set(before)),
         "removed": sorted(set(before) - set(wanted)),
     }
-    if check_mode or not res["changed"]:
-        return res
-    if created:
-        with etc.lock(root, kinds=("group", "gshadow"), timeout=lock_timeout):
-            gfile = etc.read(root, "group")
-            if gfile.get(group) is None:
-                gs_path = etc.etc_path(root, "gshadow")
-                if os.path.exists(gs_path):
-                    gs = etc.read(root, "gshadow")
-                    gs.set([group, "!", "", ""])
-                    etc.write(root, gs)
-                gfile.set([group, "x", str(gid), ""])
-                etc.write(root, gfile)
-    out = etc.set_group_members(root, group, wanted, check_mode=False, lock_timeout=lock_timeout)
-    res["before"] = before if created else out["before"]
-    res["added"] = sorted(set(wanted) - set(res["before"]))
-    res["removed"] = sorted(set(res["before"]) - set(wanted))
-    return res
 
 
 def _describe(st):
