@@ -27,6 +27,7 @@ PLAY = """
     - name: check
       cdsops.platform.cdsops_welcome: {store: "%(store)s", config: "%(cfg)s", outbox: "%(outbox)s", notifications: "{{ due }}"}
       check_mode: true
+      diff: true
       register: check
     - name: send
       cdsops.platform.cdsops_welcome: {store: "%(store)s", config: "%(cfg)s", outbox: "%(outbox)s", notifications: "{{ due }}",
@@ -77,6 +78,8 @@ def played(tmp_path_factory):
 def test_check_mode_sends_nothing(played):
     res, d, *_ = played
     assert res["check"]["changed"] and res["check"]["report"] == {"would_send": 5}
+    assert res["check"]["diff"]["after"].splitlines() == [f"email.welcome s{i:06d}" for i in range(1, 6)]
+    assert "diff" not in res["send"]  # only with --diff
 
 
 def test_sends_each_once_and_records_it(played):

@@ -31,7 +31,8 @@ attributes:
   check_mode:
     support: full
   diff_mode:
-    support: none
+    support: full
+    details: The diff lists one line per message sent (its kind and the username).
   platform:
     platforms: posix
 options:
@@ -160,7 +161,7 @@ def main():
         module.exit_json(changed=False, changes=[], report={"sent": 0, "skipped": 0, "failed": 0, "uncertain": 0})
     if module.check_mode:
         changes = [{"kind": "email." + k, "username": u, "student_id": s, "before": None, "after": {"admission": a}} for s, u, a, k in due]
-        module.exit_json(changed=True, changes=changes, report={"would_send": len(due)})
+        module.exit_json(changed=True, changes=changes, report={"would_send": len(due)}, **_diff(module, changes))
     try:
         cfg = load_config(p["config"])
         store = open_store(p["store"])
@@ -201,10 +202,19 @@ def main():
         changes.append({"kind": "email." + kind, "username": username, "student_id": sid, "before": None, "after": {"admission": adm}})
     out = dict(changed=bool(report.sent), changes=changes, report=dict(report.summary(), no_address=len(missing)),
                errors=report.errors)
+    out.update(_diff(module, changes))
     if report.failed or report.uncertain:
         module.fail_json(msg="%d notification(s) failed, %d uncertain (the next run retries the failed ones)" % (
             len(report.failed), len(report.uncertain)), **out)
     module.exit_json(**out)
+
+
+def _diff(module, changes):
+    """With --diff: one line per message (kind and username; never an address or a name)."""
+    if not module._diff or not changes:
+        return {}
+    after = "".join("%s %s\n" % (c["kind"], c["username"]) for c in changes)
+    return {"diff": {"before": "", "after": after, "before_header": "emails sent", "after_header": "emails sent"}}
 
 
 if __name__ == "__main__":
