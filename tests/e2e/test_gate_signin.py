@@ -13,7 +13,6 @@ value it received.
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import json
 import os
 import re

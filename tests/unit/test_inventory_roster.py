@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from ansible_collections.cdsops.platform.plugins.inventory import cdsops_roster as inv
 from cdsops.config import load_config
 from cdsops.identity import canonicalize, identity_hash
 from cdsops.service import roster_sync
@@ -19,7 +20,6 @@ from cdsops.store.base import format_meta_time
 from cdsops.testing.registrations import write_registrations
 
 REPO = Path(__file__).resolve().parents[2]
-from ansible_collections.cdsops.platform.plugins.inventory import cdsops_roster as inv
 
 T0 = datetime(2026, 6, 1, tzinfo=timezone.utc)
 KEY = b"k" * 32

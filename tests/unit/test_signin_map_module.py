@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
 from ansible_collections.cdsops.platform.plugins.module_utils import cdsops_signin_map as mu
+
+REPO = Path(__file__).resolve().parents[2]
 
 A, B, C, D = ("a" * 64, "b" * 64, "c" * 64, "d" * 64)
 
