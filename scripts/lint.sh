@@ -50,7 +50,9 @@ PY
   mkdir -p "$(dirname "$cache")"
   cmp -s scripts/lint.d/get-pip-offline.py "$cache" || cp scripts/lint.d/get-pip-offline.py "$cache"
   # ansible-test wants to run from .../ansible_collections/NAMESPACE/NAME
-  (cd ansible_collections/cdsops/platform && ansible-test sanity --local --python 3.11 --color no "$@")
+  local py
+  py=$(python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+  (cd ansible_collections/cdsops/platform && ansible-test sanity --local --python "$py" --color no "$@")
 }
 
 if [[ ${1:-} == --prime ]]; then
