@@ -470,7 +470,6 @@ def _run_ansible(summary: RunSummary, settings: RunSettings, collector: _Collect
     # those files over its arguments: start every run from a clean env/
     shutil.rmtree(pdd / "env", ignore_errors=True)
     env = run_environment(settings, summary.run_id)
-    playbook_bin = Path(sys.executable).parent / "ansible-playbook"
     status, rc = "error", None
     try:
         r = ansible_runner.run(
@@ -479,7 +478,6 @@ def _run_ansible(summary: RunSummary, settings: RunSettings, collector: _Collect
             settings={"idle_timeout": settings.idle_timeout, "job_timeout": settings.job_timeout,
                       "suppress_ansible_output": True},
             quiet=True, event_handler=collector, cmdline="--check --diff" if settings.check else None,
-            binary=str(playbook_bin) if playbook_bin.is_file() else None,
         )
         status, rc = r.status, r.rc
     except Exception as exc:  # the runner itself could not start
