@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from .config import Config
-from .errors import CdsopsError
+from .errors import CdsopsError, UsageError
 from .plan import GuardError, check_guard
 from .service import compute_plan, new_run_id, roster_sync
 from .store import open_store
@@ -394,7 +394,31 @@ def _inventory(inventory: str | os.PathLike[str] | None, home: Path) -> Path:
             f"cannot find the reconcile inventory {inv}; give --inventory or reconcile.inventory in the configuration "
             "(a cdsops_roster inventory file like inventory/local/cdsops.yml; the management role writes one)"
         )
+    _check_run_options(inv)
     return inv
+
+
+# Options the run passes to the cdsops_roster plugin through their declared environment variables;
+# a value in the inventory file would win over them (Ansible's precedence), so a file may not set them.
+RUN_OPTIONS = ("store", "config", "now", "allow_mass_revoke")
+
+
+def _check_run_options(inv: Path) -> None:
+    import yaml
+
+    if not inv.is_file() or inv.suffix not in (".yml", ".yaml"):
+        return
+    try:
+        data = yaml.safe_load(inv.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return  # not ours to judge: ansible reports it
+    if isinstance(data, dict) and data.get("plugin") in ("cdsops_roster", "cdsops.platform.cdsops_roster"):
+        fixed = [k for k in RUN_OPTIONS if k in data]
+        if fixed:
+            raise UsageError(
+                f"the reconcile inventory {inv} sets {', '.join(fixed)}: the run passes them (its store, config, time "
+                "and guard override); remove them from the file"
+            )
 
 
 def _absolute_store(store_uri: str) -> str:
