@@ -140,7 +140,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             _cfg, compute, mgmt, common = build(query["store"], query["config"], now, allow_mass_revoke=query["allow_mass_revoke"],
                                                 signin_key=query["signin_key"], email_outbox=query["email_outbox"])
         except Exception as exc:
-            raise AnsibleParserError("cdsops_roster: %s: %s" % (exc.__class__.__name__, exc))
+            raise AnsibleParserError("cdsops_roster: %s: %s" % (exc.__class__.__name__, exc)) from exc
         return {"compute": compute, "management": mgmt, "common": common}
 
     def _populate(self, data):
