@@ -18,8 +18,8 @@ from cdsops.config import load_config
 from cdsops.runner import Busy, RunSummary, exclusive_lock, reconcile, write_metrics
 from cdsops.service import roster_sync
 from cdsops.store import open_store
-from cdsops.store.base import format_meta_time
 from cdsops.testing.registrations import write_registrations
+from cdsops.times import format_iso
 
 T0 = datetime(2026, 6, 1, tzinfo=timezone.utc)
 
@@ -69,7 +69,7 @@ def test_summary_is_one_json_line_with_exit_code(status, code):
 
 
 def test_guard_stops_before_the_playbook(world):
-    open_store(world["store"]).set_meta({"last_applied_at": format_meta_time(T0 + timedelta(hours=1))})
+    open_store(world["store"]).set_meta({"last_applied_at": format_iso(T0 + timedelta(hours=1))})
     s = reconcile(load_config(world["cfg"]), config_path=world["cfg"], store_uri=world["store"], now=T0 + timedelta(days=400),
                   state_dir=world["tmp"] / "state", textfile_dir=world["tmp"])
     assert s.status == "guard" and s.exit_code == 3 and "max_revoke_fraction" in s.message
