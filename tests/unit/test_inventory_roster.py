@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from cdsops.config import load_config
 from cdsops import inventory as inv
+from cdsops.config import load_config
 from cdsops.identity import canonicalize, identity_hash
 from cdsops.service import roster_sync
 from cdsops.store import open_store
