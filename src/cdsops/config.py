@@ -22,13 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import CdsopsError
+
 __all__ = ["Config", "ConfigError", "load_config"]
 
 _NAME_RE = re.compile(r"[a-z_][a-z0-9_-]*\Z")
 _HOST_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 
 
-class ConfigError(ValueError):
+class ConfigError(CdsopsError, ValueError):
     """The configuration is invalid; ``str()`` names the key and the problem."""
 
 

@@ -42,23 +42,36 @@ class InvalidEmail(ValueError):
 
 
 def canonicalize(email: object) -> str:
-    """Return the canonical identity of ``email`` or raise :class:`InvalidEmail`."""
+    """Return the canonical identity of ``email`` or raise :class:`InvalidEmail`.
+
+    Non-ASCII is refused before any case folding: ``str.lower()`` maps some non-ASCII
+    letters onto ASCII ones (KELVIN SIGN ``\u212a`` becomes ``k``), which would make
+    another person's address out of one no mailbox has."""
     if email is None:
         raise InvalidEmail("email is missing")
     if not isinstance(email, str):
         raise InvalidEmail(f"email must be text, not {type(email).__name__}")
-    value = email.strip().lower()
+    value = email.strip()
+    if not value.isascii():
+        _check_text(value)  # control characters and whitespace are named first
+        raise InvalidEmail("email contains non-ASCII characters")
+    value = value.lower()
     m = _FAST_RE.match(value)
     if m is not None and len(value) <= MAX_EMAIL_LENGTH:
         # the common case in one regex; anything unusual takes the path below, which says why
         local, domain = m.groups()
         if len(local) <= MAX_LOCAL_LENGTH and len(domain) <= MAX_DOMAIN_LENGTH:
-            if domain in GMAIL_DOMAINS:
-                local = local.split("+", 1)[0].replace(".", "")
-                if local:
-                    return local + "@gmail.com"
-            else:
+            if domain not in GMAIL_DOMAINS:
                 return value
+            local = local.split("+", 1)[0].replace(".", "")
+            if local:
+                return local + "@gmail.com"
+    _check_text(value)
+    return _canonical_parts(*_split(value))
+
+
+def _check_text(value: str) -> None:
+    """Refuse an empty address, control characters, whitespace and over-long addresses."""
     if not value:
         raise InvalidEmail("email is missing")
     bad = _BAD_RE.search(value)
@@ -68,8 +81,10 @@ def canonicalize(email: object) -> str:
         raise InvalidEmail("email contains whitespace")
     if len(value) > MAX_EMAIL_LENGTH:
         raise InvalidEmail(f"email is longer than {MAX_EMAIL_LENGTH} characters ({len(value)})")
-    if not value.isascii():
-        raise InvalidEmail("email contains non-ASCII characters")
+
+
+def _split(value: str) -> tuple[str, str]:
+    """The local part and the domain of a lower-case ASCII address, each checked."""
     if value.count("@") != 1:
         raise InvalidEmail("email must contain exactly one '@'")
     local, domain = value.split("@")
@@ -89,6 +104,10 @@ def canonicalize(email: object) -> str:
         raise InvalidEmail("email domain must contain a dot")
     if not _DOMAIN_RE.match(domain):
         raise InvalidEmail("email domain is malformed")
+    return local, domain
+
+
+def _canonical_parts(local: str, domain: str) -> str:
     if domain in GMAIL_DOMAINS:
         local = local.split("+", 1)[0].replace(".", "")
         if not local:

@@ -18,14 +18,16 @@ from datetime import datetime, timedelta
 from typing import AbstractSet, Iterable, Sequence
 
 from .config import Config
-from .roster import Student, iso
+from .errors import CdsopsError
+from .roster import Student
+from .times import iso
 
 __all__ = ["Account", "Notification", "Guard", "Plan", "GuardError", "make_plan", "check_guard"]
 
 EXPIRY_NOTICE_DAYS = 7
 
 
-class GuardError(RuntimeError):
+class GuardError(CdsopsError, RuntimeError):
     """A guard stopped the run; nothing was changed."""
 
 

@@ -8,19 +8,19 @@ number and reason) and never stops the others.
 from __future__ import annotations
 
 import re
-from sys import intern
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta
+from sys import intern
+from typing import Any, Iterable, Mapping, Sequence
 
 from .identity import InvalidEmail, canonicalize
+from .times import as_utc, parse_iso
 
 __all__ = [
     "COLUMNS",
     "Registration",
     "Rejection",
     "ValidationResult",
-    "parse_iso_time",
     "parse_time",
     "validate_row",
     "validate_rows",
@@ -100,18 +100,6 @@ def normalize_header(name: object) -> str:
     return HEADER_ALIASES.get(text, text)
 
 
-def parse_iso_time(text: str) -> datetime:
-    """An ISO 8601 time (a trailing ``Z``/``z`` is UTC; a naive time is taken as UTC) as an aware
-    UTC datetime; ``ValueError`` when it is not one. Also the CLI's ``--now``."""
-    iso = text.strip()
-    if iso.endswith(("Z", "z")):
-        iso = iso[:-1] + "+00:00"
-    dt = datetime.fromisoformat(iso)
-    if dt.tzinfo is None:
-        return dt.replace(tzinfo=timezone.utc)
-    return dt if dt.tzinfo is timezone.utc else dt.astimezone(timezone.utc)
-
-
 def parse_time(value: object) -> datetime:
     """Parse a submission time to an aware UTC datetime; naive times are taken as UTC."""
     dt = None
@@ -139,13 +127,10 @@ def parse_time(value: object) -> datetime:
                 raise ValueError(f"submitted_at is not a valid time: {exc}") from None
         else:
             try:
-                dt = parse_iso_time(text[:-4] + "+00:00" if text.upper().endswith(" UTC") else text)
+                dt = parse_iso(text[:-4] + "+00:00" if text.upper().endswith(" UTC") else text)
             except ValueError:
                 raise ValueError(f"submitted_at is not an ISO 8601 time: {_preview(text)}") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    elif dt.tzinfo is not timezone.utc:
-        dt = dt.astimezone(timezone.utc)
+    dt = as_utc(dt)
     if dt.year < 2000:
         raise ValueError("submitted_at is before the year 2000")
     return dt
@@ -245,9 +230,3 @@ def validate_rows(
         else:
             rejs.append(result)  # type: ignore[arg-type]
     return ValidationResult(tuple(regs), tuple(rejs), n - first_row + 1)
-
-
-def iter_csv_dicts(lines: Iterator[list[str]], header: list[str]) -> Iterator[dict[str, str]]:
-    cols = [normalize_header(h) for h in header]
-    for record in lines:
-        yield {c: (record[i] if i < len(record) else None) for i, c in enumerate(cols)}  # type: ignore[misc]

@@ -18,12 +18,14 @@ Rules (issue 6, design step 3):
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Iterable, Mapping, Sequence
 
 from .config import Config
+from .errors import CdsopsError
 from .registrations import Registration
+from .times import iso
 
 __all__ = [
     "RosterBase",
@@ -39,7 +41,7 @@ __all__ = [
 ]
 
 
-class RosterError(RuntimeError):
+class RosterError(CdsopsError, RuntimeError):
     """The roster cannot be updated as asked; nothing was changed."""
 
 
@@ -117,7 +119,6 @@ class SyncOutcome:
     changed_agreements: tuple[Student, ...]  # known students with new agreement times (superset of renewed)
     profiles: tuple[Registration, ...]  # the newest registration of each identity in this batch (contact details)
     renewal_changes: tuple[Change, ...]  # student.renewed / student.readmitted
-    latest_submission: datetime | None = field(default=None)
 
     @property
     def changes(self) -> tuple[Change, ...]:
@@ -129,12 +130,6 @@ class SyncOutcome:
     @property
     def counts(self) -> dict[str, int]:
         return {"added": len(self.added), "renewed": len(self.renewed), "unchanged": self.unchanged}
-
-
-def iso(dt: datetime | None) -> str | None:
-    if dt is None:
-        return None
-    return dt.isoformat().replace("+00:00", "Z")
 
 
 def status_of(student: Student, now: datetime) -> str:
@@ -199,6 +194,28 @@ def sync(
     roster: Sequence[Student], registrations: Iterable[Registration], config: Config, *, base: RosterBase | None = None
 ) -> SyncOutcome:
     """Fold valid registrations into the roster. Pure and deterministic."""
+    by_identity = _index(roster)
+    times, newest = _agreements(registrations)
+    added = _admit(roster, by_identity, times, config, base)
+    changed_agreements, renewed, changes = _renew(by_identity, times, config.access_days)
+    if changed_agreements:
+        replaced = {s.student_id: s for s in changed_agreements}
+        students = tuple(replaced.get(s.student_id, s) for s in sorted(roster, key=lambda s: s.student_id)) + tuple(added)
+    else:
+        students = tuple(sorted(roster, key=lambda s: s.student_id)) + tuple(added)
+    return SyncOutcome(
+        students=students,
+        added=tuple(added),
+        renewed=tuple(renewed),
+        unchanged=len(times) - len(added) - len(renewed) + (base.untouched if base else 0),
+        changed_agreements=tuple(changed_agreements),
+        profiles=tuple(newest[i] for i in sorted(newest)),
+        renewal_changes=tuple(changes),
+    )
+
+
+def _index(roster: Sequence[Student]) -> dict[str, Student]:
+    """The roster by identity; a roster that repeats an identity, id or username is corrupt."""
     by_identity: dict[str, Student] = {}
     used_ids: set[int] = set()
     used_names: set[str] = set()
@@ -210,7 +227,11 @@ def sync(
         by_identity[s.identity] = s
         used_ids.add(s.student_id)
         used_names.add(s.username)
+    return by_identity
 
+
+def _agreements(registrations: Iterable[Registration]) -> tuple[dict[str, list[datetime]], dict[str, Registration]]:
+    """Agreement times per identity, and each identity's newest registration (its contact details)."""
     times: dict[str, list[datetime]] = {}  # lists, not sets: a third of the memory at 100k rows
     newest: dict[str, Registration] = {}
     for r in registrations:
@@ -224,27 +245,33 @@ def sync(
         cur = newest[ident]
         if r.submitted_at > cur.submitted_at or (r.submitted_at == cur.submitted_at and r.row >= cur.row):
             newest[ident] = r
-    latest = max((r.submitted_at for r in newest.values()), default=None)
+    return times, newest
 
+
+def _admit(
+    roster: Sequence[Student],
+    by_identity: Mapping[str, Student],
+    times: Mapping[str, list[datetime]],
+    config: Config,
+    base: RosterBase | None,
+) -> list[Student]:
+    """New students: the next ids in order of first agreement (ties by identity), each pinned to
+    the least loaded compute host."""
     new_identities = sorted((min(ts), ident) for ident, ts in times.items() if ident not in by_identity)
-    next_id = max(max(used_ids, default=0), base.max_student_id if base else 0) + 1
-    hosts = config.compute_hosts
-    if base is not None:
-        load = Counter(base.host_load)
-    else:
-        load = Counter(s.host for s in roster) if len(hosts) > 1 else Counter()
+    next_id = max(max((s.student_id for s in roster), default=0), base.max_student_id if base else 0) + 1
     if new_identities and next_id + len(new_identities) - 1 > config.max_student_id:
         raise RosterError(
             f"student id {next_id + len(new_identities) - 1} does not fit username_width={config.username_width}; "
             "nothing was changed"
         )
-
+    hosts = config.compute_hosts
+    if base is not None:
+        load = Counter(base.host_load)
+    else:
+        load = Counter(s.host for s in roster) if len(hosts) > 1 else Counter()
+    used_names = {s.username for s in roster}
     added: list[Student] = []
-    changes: list[Change] = []
-    access_days = config.access_days
-    for _, ident in new_identities:
-        sid = next_id
-        next_id += 1
+    for sid, (_, ident) in enumerate(new_identities, start=next_id):
         username = config.username(sid)
         if username in used_names:
             raise RosterError(f"username {username} is already taken in the roster; nothing was changed")
@@ -253,10 +280,17 @@ def sync(
         else:
             host = min(hosts, key=lambda h: (load[h], hosts.index(h)))
             load[host] += 1
-        added.append(build_student(sid, ident, username, host, times[ident], access_days))
+        added.append(build_student(sid, ident, username, host, times[ident], config.access_days))
+    return added
 
+
+def _renew(
+    by_identity: Mapping[str, Student], times: Mapping[str, list[datetime]], access_days: int
+) -> tuple[list[Student], list[Student], list[Change]]:
+    """Known students with new agreement times, those whose expiry moved, and their changes (sorted by id)."""
     renewed: list[Student] = []
     changed_agreements: list[Student] = []
+    changes: list[Change] = []
     for ident, ts in times.items():
         old = by_identity.get(ident)
         if old is None:
@@ -269,27 +303,7 @@ def sync(
             renewed.append(st)
             kind = "student.readmitted" if st.admission > old.admission else "student.renewed"
             changes.append(Change(kind, st.student_id, st.username, _summary(old), _summary(st)))
-
-    if changed_agreements:
-        replaced = {s.student_id: s for s in changed_agreements}
-        students = tuple(replaced.get(s.student_id, s) for s in sorted(roster, key=lambda s: s.student_id)) + tuple(added)
-        changed_agreements.sort(key=lambda s: s.student_id)
-        renewed.sort(key=lambda s: s.student_id)
-    else:
-        students = tuple(sorted(roster, key=lambda s: s.student_id)) + tuple(added)
-    profiles = tuple(newest[i] for i in sorted(newest))
+    changed_agreements.sort(key=lambda s: s.student_id)
+    renewed.sort(key=lambda s: s.student_id)
     changes.sort(key=lambda c: (c.student_id, c.kind))
-    return SyncOutcome(
-        students=students,
-        added=tuple(added),
-        renewed=tuple(renewed),
-        unchanged=len(times) - len(added) - len(renewed) + (base.untouched if base else 0),
-        changed_agreements=tuple(changed_agreements),
-        profiles=profiles,
-        renewal_changes=tuple(changes),
-        latest_submission=latest,
-    )
-
-
-def with_host(student: Student, host: str) -> Student:
-    return replace(student, host=host)
+    return changed_agreements, renewed, changes

@@ -23,6 +23,7 @@ import errno
 import fcntl
 import json
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -30,14 +31,19 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 from .config import Config
+from .errors import CdsopsError, UsageError
 from .plan import GuardError, check_guard
-from .store.base import ChangeRecord, format_meta_time
+from .service import compute_plan, new_run_id, roster_sync
+from .store import open_store
+from .store.base import ChangeRecord
+from .times import format_iso, utcnow
 
 __all__ = [
     "Busy",
+    "RunSettings",
     "RunSummary",
     "reconcile",
     "ansible_home",
@@ -60,8 +66,10 @@ METRICS_FILE = "cdsops_reconcile.prom"
 RUN_MARKER = "CDSOPS_RECONCILE_RUN"  # in the environment of every process a run starts
 
 
-class Busy(RuntimeError):
+class Busy(CdsopsError, RuntimeError):
     """Another reconcile is running (the lock is held); nothing was done."""
+
+    exit_code = EXIT_BUSY
 
 
 @dataclass
@@ -100,13 +108,13 @@ class RunSummary:
 PACKAGED_ANSIBLE_HOME = Path(__file__).resolve().parent / "ansible"
 
 
-def ansible_home() -> Path:
-    """The directory holding ``playbooks/reconcile.yml`` (the collection cdsops.platform is found
-    on ``sys.path``: linked into the venv by ``make deps``, installed by the wheel):
-    ``$CDSOPS_ANSIBLE_HOME``; else the checkout cdsops is installed from (editable install);
-    else the copy inside the installed package (``cdsops/ansible``, what the management host
-    runs: the playbook always matches the installed code)."""
-    env = os.environ.get("CDSOPS_ANSIBLE_HOME")
+def ansible_home(configured: str | os.PathLike[str] | None = None) -> Path:
+    """The directory holding ``playbooks/reconcile.yml`` (the collection is found on ``sys.path``):
+    ``$CDSOPS_ANSIBLE_HOME``; else ``configured`` (``reconcile.ansible_home``); else the checkout
+    cdsops is installed from (editable install); else the copy inside the installed package
+    (``cdsops/ansible``, what the management host runs: the playbook always
+    match the installed code)."""
+    env = os.environ.get("CDSOPS_ANSIBLE_HOME") or configured
     if env:
         return Path(env)
     checkout = Path(__file__).resolve().parents[2]
@@ -294,10 +302,32 @@ def _rotate(artifacts: Path, keep: int) -> None:
     if keep <= 0 or not artifacts.is_dir():
         return
     runs = sorted((p for p in artifacts.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
-    import shutil
-
     for p in runs[:-keep]:
         shutil.rmtree(p, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything one reconcile needs to run ansible (paths resolved)."""
+
+    store_uri: str
+    config_path: str | None
+    now: datetime
+    allow_mass_revoke: bool
+    state: Path
+    home: Path
+    inventory: Path
+    playbook: Path
+    job_timeout: int = 1800
+    idle_timeout: int = 600
+    keep_artifacts: int = 20
+    check: bool = False
+    envvars: Mapping[str, str] = field(default_factory=dict)
+    extravars: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def private_data_dir(self) -> Path:
+        return self.state / "runner"
 
 
 def reconcile(
@@ -311,6 +341,7 @@ def reconcile(
     state_dir: str | os.PathLike[str] = "/var/lib/cdsops",
     inventory: str | os.PathLike[str] | None = None,
     playbook: str | os.PathLike[str] | None = None,
+    ansible_dir: str | os.PathLike[str] | None = None,
     job_timeout: int = 1800,
     idle_timeout: int = 600,
     keep_artifacts: int = 20,
@@ -319,120 +350,160 @@ def reconcile(
     extravars: dict[str, Any] | None = None,
     check: bool = False,
 ) -> RunSummary:
-    """Run one reconcile; raises :class:`Busy` when another one holds the lock."""
-    from .service import compute_plan, new_run_id, roster_sync, utcnow
-    from .store import open_store
-
+    """Run one reconcile; raises :class:`Busy` when another one holds the lock. ``ansible_dir``:
+    the playbooks and plugins (``reconcile.ansible_home``; see :func:`ansible_home`)."""
     t0 = time.monotonic()
-    now = now or utcnow()
-    home = ansible_home()
-    if not playbook and not (home / "playbooks" / "reconcile.yml").is_file():
+    home = ansible_home(ansible_dir)
+    book = Path(playbook) if playbook else _playbook(home)
+    settings = RunSettings(
+        store_uri=_absolute_store(store_uri), config_path=config_path, now=now or utcnow(), allow_mass_revoke=allow_mass_revoke,
+        state=Path(state_dir), home=home, inventory=_inventory(inventory, home), playbook=book, job_timeout=job_timeout,
+        idle_timeout=idle_timeout, keep_artifacts=keep_artifacts, check=check, envvars=dict(envvars or {}),
+        extravars=dict(extravars or {}),
+    )
+    with exclusive_lock(settings.state / "reconcile.lock"):
+        summary = RunSummary(new_run_id())
+        try:
+            _sync_and_guard(summary, config, settings, source)
+        except GuardError as exc:
+            summary.status = "guard"
+            summary.message = " ".join(str(exc).split())
+        else:
+            summary.status = _run_playbook(summary, config, settings)
+            if summary.status == "successful" and not check:
+                open_store(settings.store_uri).set_meta({"last_applied_at": format_iso(settings.now)})
+        summary.duration_s = time.monotonic() - t0
+        write_metrics(textfile_dir, summary.status)
+        return summary
+
+
+def _playbook(home: Path) -> Path:
+    book = home / "playbooks" / "reconcile.yml"
+    if not book.is_file():
         raise FileNotFoundError(
             f"cannot find playbooks/reconcile.yml under {home}; set CDSOPS_ANSIBLE_HOME or reconcile.ansible_home "
             "to the cdsops checkout (playbooks/, inventory/)"
         )
+    return book
+
+
+def _inventory(inventory: str | os.PathLike[str] | None, home: Path) -> Path:
     inv = Path(inventory) if inventory else home / "inventory" / "local" / "cdsops.yml"
     if not inv.exists():
         raise FileNotFoundError(
             f"cannot find the reconcile inventory {inv}; give --inventory or reconcile.inventory in the configuration "
             "(a cdsops.platform.cdsops_roster inventory file like inventory/local/cdsops.yml; the management role writes one)"
         )
+    _check_run_options(inv)
+    return inv
+
+
+# Options the run passes to the cdsops_roster plugin through their declared environment variables;
+# a value in the inventory file would win over them (Ansible's precedence), so a file may not set them.
+RUN_OPTIONS = ("store", "config", "now", "allow_mass_revoke")
+
+
+def _check_run_options(inv: Path) -> None:
+    import yaml
+
+    if not inv.is_file() or inv.suffix not in (".yml", ".yaml"):
+        return
+    try:
+        data = yaml.safe_load(inv.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return  # not ours to judge: ansible reports it
+    if isinstance(data, dict) and data.get("plugin") in ("cdsops_roster", "cdsops.platform.cdsops_roster"):
+        fixed = [k for k in RUN_OPTIONS if k in data]
+        if fixed:
+            raise UsageError(
+                f"the reconcile inventory {inv} sets {', '.join(fixed)}: the run passes them (its store, config, time "
+                "and guard override); remove them from the file"
+            )
+
+
+def _absolute_store(store_uri: str) -> str:
     if "://" not in store_uri and not store_uri.startswith(("duckdb:", "bigquery:")):
-        store_uri = str(Path(store_uri).resolve())  # the playbook runs in another directory
-    state = Path(state_dir)
-    with exclusive_lock(state / "reconcile.lock"):
-        summary = RunSummary(new_run_id())
-        try:
-            if source:
-                report = roster_sync(source, store_uri, config, now, run_id=summary.run_id)
-                d = report.to_dict()
-                summary.sync = {"added": d["added"], "renewed": d["renewed"], "unchanged": d["unchanged"],
-                                "rejected": len(d["rejected"])}
-            plan = compute_plan(store_uri, config, now, enforce_guard=False)
-            check_guard(plan, allow_mass_revoke)
-        except GuardError as exc:
-            summary.status = "guard"
-            summary.message = " ".join(str(exc).split())
-            summary.duration_s = time.monotonic() - t0
-            write_metrics(textfile_dir, summary.status)
-            return summary
-        summary.status = _run_playbook(
-            summary, config, config_path=config_path, store_uri=store_uri, now=now, allow_mass_revoke=allow_mass_revoke,
-            state=state, home=home, inventory=inv, playbook=playbook, job_timeout=job_timeout,
-            idle_timeout=idle_timeout, keep_artifacts=keep_artifacts, envvars=envvars, extravars=extravars, check=check,
-        )
-        if summary.status == "successful" and not check:
-            open_store(store_uri).set_meta({"last_applied_at": format_meta_time(now)})
-        summary.duration_s = time.monotonic() - t0
-        write_metrics(textfile_dir, summary.status)
-        return summary
+        return str(Path(store_uri).resolve())  # the playbook runs in another directory
+    return store_uri
 
 
-def _run_playbook(summary: RunSummary, config: Config, *, config_path, store_uri, now, allow_mass_revoke, state: Path,
-                  home: Path, inventory, playbook, job_timeout, idle_timeout, keep_artifacts, envvars, extravars,
-                  check) -> str:
-    import ansible_runner
+def _sync_and_guard(summary: RunSummary, config: Config, settings: RunSettings, source: str | None) -> None:
+    """Sync the source (when one is given) and check the guard; :class:`GuardError` stops the run."""
+    if source:
+        report = roster_sync(source, settings.store_uri, config, settings.now, run_id=summary.run_id)
+        d = report.to_dict()
+        summary.sync = {"added": d["added"], "renewed": d["renewed"], "unchanged": d["unchanged"], "rejected": len(d["rejected"])}
+    plan = compute_plan(settings.store_uri, config, settings.now, enforce_guard=False)
+    check_guard(plan, settings.allow_mass_revoke)
 
-    from .store import open_store
 
-    pdd = state / "runner"
-    (pdd / "artifacts").mkdir(parents=True, exist_ok=True)
-    # ansible-runner writes the run's env/ (envvars, settings, extravars) once and then prefers
-    # those files over its arguments: start every run from a clean env/
-    import shutil
+# Passed through from the reconcile's own environment to the playbook's.
+PASSED_ENV = ("CDSOPS_SIGNIN_KEY", "CDSOPS_EMAIL_OUTBOX", "CDSOPS_GOOGLE_EMULATOR", "SENDGRID_API_KEY", "HOME",
+              "CONTAINERS_CONF", "XDG_RUNTIME_DIR")
 
-    shutil.rmtree(pdd / "env", ignore_errors=True)
-    book = Path(playbook) if playbook else home / "playbooks" / "reconcile.yml"
+
+def run_environment(settings: RunSettings, run_id: str) -> dict[str, str]:
+    """The playbook's environment: plugin paths, the run's store, config and time, host key
+    checking on (ansible-runner turns it off unless told), the run marker, this venv first on PATH."""
+    home = settings.home
     env = {
         "ANSIBLE_INVENTORY_ENABLED": "cdsops.platform.cdsops_roster,ansible.builtin.yaml,ansible.builtin.ini,ansible.builtin.host_list",
         "ANSIBLE_ROLES_PATH": str(home / "roles"),
-        "ANSIBLE_HOST_KEY_CHECKING": "False",
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
         "ANSIBLE_NOCOLOR": "1",
-        "CDSOPS_ROSTER": str(store_uri),
-        "CDSOPS_NOW": format_meta_time(now),
-        "CDSOPS_ALLOW_MASS_REVOKE": "1" if allow_mass_revoke else "0",
-        RUN_MARKER: summary.run_id,  # finds the run's processes to kill after a timeout or cancel
+        "CDSOPS_ROSTER": settings.store_uri,
+        "CDSOPS_NOW": format_iso(settings.now),
+        "CDSOPS_ALLOW_MASS_REVOKE": "1" if settings.allow_mass_revoke else "0",
+        RUN_MARKER: run_id,  # finds the run's processes to kill after a timeout or cancel
         # ansible-playbook of this venv first (the timer's unit has a minimal PATH)
         "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")]),
     }
     if (home / "ansible.cfg").is_file():  # the checkout's, or the package's own (cdsops/ansible)
         env["ANSIBLE_CONFIG"] = str(home / "ansible.cfg")
-    if config_path:
-        env["CDSOPS_CONFIG"] = str(Path(config_path).resolve())
-    for k in ("CDSOPS_SIGNIN_KEY", "CDSOPS_EMAIL_OUTBOX", "CDSOPS_GOOGLE_EMULATOR", "SENDGRID_API_KEY", "HOME",
-              "CONTAINERS_CONF", "XDG_RUNTIME_DIR"):
-        if k in os.environ:
-            env[k] = os.environ[k]
-    env.update(envvars or {})
+    if settings.config_path:
+        env["CDSOPS_CONFIG"] = str(Path(settings.config_path).resolve())
+    env.update({k: os.environ[k] for k in PASSED_ENV if k in os.environ})
+    env.update(settings.envvars)
+    return env
+
+
+def _run_playbook(summary: RunSummary, config: Config, settings: RunSettings) -> str:
+    """Run the playbook, kill what a stopped run leaves, rotate artifacts, record the changes."""
     collector = _Collector()
-    cmdline = "--check --diff" if check else None
-    old_path = os.environ.get("PATH")
-    os.environ["PATH"] = env["PATH"]  # ansible-runner looks ansible-playbook up in its own PATH
-    status = "error"
+    status, rc = _run_ansible(summary, settings, collector)
+    artifacts = settings.private_data_dir / "artifacts"
+    summary.artifacts = str(artifacts / summary.run_id)
+    summary.failures.extend(collector.failures)
+    if status == "failed" and not summary.failures:
+        summary.failures.append({"host": "", "task": "", "msg": f"ansible-playbook exited with {rc}; see {summary.artifacts}/stdout"})
+    _record_changes(summary, collector, settings, config.username_prefix)
+    return status
+
+
+def _run_ansible(summary: RunSummary, settings: RunSettings, collector: _Collector) -> tuple[str, int | None]:
+    """ansible-runner on the playbook: (status, return code)."""
+    import ansible_runner
+
+    pdd = settings.private_data_dir
+    (pdd / "artifacts").mkdir(parents=True, exist_ok=True)
+    # ansible-runner writes the run's env/ (envvars, settings, extravars) once and then prefers
+    # those files over its arguments: start every run from a clean env/
+    shutil.rmtree(pdd / "env", ignore_errors=True)
+    env = run_environment(settings, summary.run_id)
+    status, rc = "error", None
     try:
         r = ansible_runner.run(
-            private_data_dir=str(pdd),
-            playbook=str(book),
-            inventory=str(inventory),
-            ident=summary.run_id,
-            envvars=env,
-            extravars=extravars or {},
-            settings={"idle_timeout": idle_timeout, "job_timeout": job_timeout, "suppress_ansible_output": True},
-            quiet=True,
-            event_handler=collector,
-            cmdline=cmdline,
+            private_data_dir=str(pdd), playbook=str(settings.playbook), inventory=str(settings.inventory),
+            ident=summary.run_id, envvars=env, extravars=dict(settings.extravars),
+            settings={"idle_timeout": settings.idle_timeout, "job_timeout": settings.job_timeout,
+                      "suppress_ansible_output": True},
+            quiet=True, event_handler=collector, cmdline="--check --diff" if settings.check else None,
         )
-        status = r.status
-        rc = r.rc
+        status, rc = r.status, r.rc
     except Exception as exc:  # the runner itself could not start
         summary.failures.append({"host": "", "task": "ansible-runner", "msg": f"{exc.__class__.__name__}: {exc}"})
-        status, rc = "error", None
     finally:
-        if old_path is None:
-            os.environ.pop("PATH", None)
-        else:
-            os.environ["PATH"] = old_path
         if status not in ("successful", "failed"):
             # timeout, cancel, error (or an exception on its way out): ansible-runner killed the
             # ansible-playbook process group only; the workers live on in sessions of their own
@@ -440,24 +511,22 @@ def _run_playbook(summary: RunSummary, config: Config, *, config_path, store_uri
             if killed:
                 summary.failures.append({"host": "", "task": "ansible-runner",
                                          "msg": f"killed {len(killed)} leftover process(es) of the {status} run"})
-        _rotate(pdd / "artifacts", keep_artifacts)
-    summary.artifacts = str(pdd / "artifacts" / summary.run_id)
-    summary.failures.extend(collector.failures)
-    if status == "failed" and not summary.failures:
-        summary.failures.append({"host": "", "task": "", "msg": f"ansible-playbook exited with {rc}; see {summary.artifacts}/stdout"})
-    # record every change the modules made (also on failure: what happened, happened)
+        _rotate(pdd / "artifacts", settings.keep_artifacts)
+    return status, rc
+
+
+def _record_changes(summary: RunSummary, collector: _Collector, settings: RunSettings, prefix: str) -> None:
+    """Count every change the modules reported and write it to the changes record (also after a
+    failure: what happened, happened; never in check mode)."""
     counts: dict[str, int] = {}
     records = []
-    at = now
-    prefix = config.username_prefix
     for host, c in collector.changes:
         counts[c["kind"]] = counts.get(c["kind"], 0) + 1
         after = c.get("after")
         if isinstance(after, dict) or after is None:
-            after = dict(after or {}, host=host) if not check else dict(after or {}, host=host, check_mode=True)
-        records.append(ChangeRecord(summary.run_id, at, c["kind"], c.get("student_id") or _student_id(c.get("username"), prefix),
-                                    c.get("username"), c.get("before"), after))
+            after = dict(after or {}, host=host) if not settings.check else dict(after or {}, host=host, check_mode=True)
+        student_id = c.get("student_id") or _student_id(c.get("username"), prefix)
+        records.append(ChangeRecord(summary.run_id, settings.now, c["kind"], student_id, c.get("username"), c.get("before"), after))
     summary.changes = counts
-    if records and not check:
-        open_store(store_uri).record_changes(records)
-    return status
+    if records and not settings.check:
+        open_store(settings.store_uri).record_changes(records)

@@ -48,6 +48,10 @@ INVALID = [
     ("robert');DROP TABLE students;--@example.org", "whitespace"),
     ("robert'),(1);--@example.org", "not allowed"),
     ("élodie@example.fr", "non-ASCII"),
+    # letters whose lower case is ASCII: refused before any case folding (issue 13 item 9)
+    ("\u212aate@gmail.com", "non-ASCII"),  # KELVIN SIGN: lower() gives "kate@gmail.com"
+    ("KATE@GMA\u0130L.COM", "non-ASCII"),  # LATIN CAPITAL I WITH DOT ABOVE
+    ("ali\u2028ce@example.org", "control characters"),
     ("x" * 65 + "@example.org", "local part is longer than 64"),
     ("a@" + "b" * 250 + ".org", "longer than"),
     ("x" * 300 + "@example.org", "longer than 254"),

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.cdsops.platform.plugins.inventory import cdsops_roster as inv
+from cdsops import inventory as inv
 from cdsops.config import load_config
 from cdsops.identity import canonicalize, identity_hash
 from cdsops.service import roster_sync
 from cdsops.store import open_store
-from cdsops.store.base import format_meta_time
 from cdsops.testing.registrations import write_registrations
+from cdsops.times import format_iso
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -82,7 +82,7 @@ def test_short_key_is_refused(world, tmp_path):
 
 def test_guard_trips_and_can_be_overridden(world):
     store = open_store(world["store"])
-    store.set_meta({"last_applied_at": format_meta_time(T0)})
+    store.set_meta({"last_applied_at": format_iso(T0)})
     late = T0 + timedelta(days=400)  # everyone expired: 100% revoked
     _c, compute, mgmt, common = inv.build(world["store"], world["cfg"], late)
     assert common["cdsops_guard"]["tripped"] is True and "max_revoke_fraction" in common["cdsops_guard"]["message"]
@@ -107,6 +107,7 @@ def test_plugin_through_ansible_inventory(world):
         "plugin: cdsops.platform.cdsops_roster\nstore: ../roster.duckdb\nconfig: ../cdsops.yml\n"
         "compute_vars: {ansible_connection: containers.podman.podman}\nhost_vars: {c2: {extra_var: 1}}\n"
         "keyed_groups: [{key: cdsops_data_group, prefix: data}]\n"
+        "compose: {cdsops_composed: inventory_hostname ~ '-x'}\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDSOPS_")}
     env.update(ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), CDSOPS_NOW="2026-06-02T00:00:00Z")
@@ -121,6 +122,8 @@ def test_plugin_through_ansible_inventory(world):
     assert sorted(data["compute"]["hosts"]) == ["c1", "c2"] and data["management"]["hosts"] == ["localhost"]
     assert sorted(data["data_cdsdata"]["hosts"]) == ["c1", "c2"]
     assert "@" not in json.dumps({h: v for h, v in hv.items() if h != "localhost"})
+    # compose applies to every host, the management host too
+    assert {h: v["cdsops_composed"] for h, v in hv.items()} == {"c1": "c1-x", "c2": "c2-x", "localhost": "localhost-x"}
 
 
 def test_plugin_without_store_is_a_clear_error(tmp_path):
@@ -130,3 +133,19 @@ def test_plugin_without_store_is_a_clear_error(tmp_path):
     out = subprocess.run([str(Path(sys.executable).parent / "ansible-inventory"), "-i", str(tmp_path / "cdsops.yml"), "--list"],
                          env=env, capture_output=True, text=True, cwd=REPO)
     assert "no store configured" in (out.stdout + out.stderr)
+
+
+def test_plugin_reads_the_run_values_from_the_declared_environment(world):
+    """What `cdsops reconcile` relies on: an inventory without store/config gets the run's from
+    $CDSOPS_ROSTER / $CDSOPS_CONFIG / $CDSOPS_NOW (the options' declared env)."""
+    (world["tmp"] / "run").mkdir()
+    (world["tmp"] / "run" / "cdsops.yml").write_text("plugin: cdsops.platform.cdsops_roster\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDSOPS_")}
+    env.update(ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+               CDSOPS_ROSTER=world["store"], CDSOPS_CONFIG=world["cfg"], CDSOPS_NOW="2026-06-02T00:00:00Z")
+    out = subprocess.run([str(Path(sys.executable).parent / "ansible-inventory"), "-i", str(world["tmp"] / "run" / "cdsops.yml"),
+                          "--list"], env=env, capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    hv = json.loads(out.stdout, object_hook=lambda d: d["__ansible_unsafe"] if set(d) == {"__ansible_unsafe"} else d)["_meta"]["hostvars"]
+    assert set(hv) == {"c1", "c2", "localhost"} and hv["localhost"]["cdsops_store"] == world["store"]
+    assert hv["c1"]["cdsops_plan_now"] == "2026-06-02T00:00:00Z"

@@ -18,8 +18,8 @@ from cdsops.config import load_config
 from cdsops.runner import Busy, RunSummary, exclusive_lock, reconcile, write_metrics
 from cdsops.service import roster_sync
 from cdsops.store import open_store
-from cdsops.store.base import format_meta_time
 from cdsops.testing.registrations import write_registrations
+from cdsops.times import format_iso
 
 T0 = datetime(2026, 6, 1, tzinfo=timezone.utc)
 
@@ -69,7 +69,7 @@ def test_summary_is_one_json_line_with_exit_code(status, code):
 
 
 def test_guard_stops_before_the_playbook(world):
-    open_store(world["store"]).set_meta({"last_applied_at": format_meta_time(T0 + timedelta(hours=1))})
+    open_store(world["store"]).set_meta({"last_applied_at": format_iso(T0 + timedelta(hours=1))})
     s = reconcile(load_config(world["cfg"]), config_path=world["cfg"], store_uri=world["store"], now=T0 + timedelta(days=400),
                   state_dir=world["tmp"] / "state", textfile_dir=world["tmp"])
     assert s.status == "guard" and s.exit_code == 3 and "max_revoke_fraction" in s.message
@@ -178,3 +178,22 @@ def test_source_is_synced_before_the_plan(world):
     assert s.status == "successful" and s.sync == {"added": 1, "renewed": 0, "unchanged": 10, "rejected": 0}
     assert json.loads(s.to_json())["sync"]["added"] == 1
     assert len(open_store(world["store"]).load().students) == 11
+
+
+def test_the_playbook_runs_with_host_key_checking_on(world):
+    """ansible-runner turns host key checking off unless told: the reconcile tells it (issue 13)."""
+    book = world["tmp"] / "hostkeys.yml"
+    book.write_text("- hosts: localhost\n  gather_facts: false\n  tasks:\n    - name: Host key checking is on\n"
+                    "      ansible.builtin.assert:\n        that: lookup('ansible.builtin.config', 'HOST_KEY_CHECKING') | bool\n")
+    s = reconcile(load_config(world["cfg"]), config_path=world["cfg"], store_uri=world["store"], now=T0 + timedelta(hours=2),
+                  state_dir=world["tmp"] / "state", textfile_dir=None, playbook=book)
+    assert s.status == "successful", s.to_json()
+
+
+def test_an_inventory_that_fixes_the_run_values_is_refused(world):
+    inv = world["tmp"] / "cdsops.yml"
+    inv.write_text("plugin: cdsops.platform.cdsops_roster\nstore: elsewhere.duckdb\n")
+    with pytest.raises(Exception, match="sets store: the run passes them"):
+        reconcile(load_config(world["cfg"]), config_path=world["cfg"], store_uri=world["store"], state_dir=world["tmp"] / "state",
+                  inventory=inv, textfile_dir=None)
+    assert not (world["tmp"] / "state").exists()

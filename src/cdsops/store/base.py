@@ -10,14 +10,25 @@ people one id.
 
 from __future__ import annotations
 
+import abc
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+from datetime import datetime
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from ..config import Config
+from ..errors import CdsopsError
+from ..registrations import Registration
 from ..roster import Profile, Student, SyncOutcome
+from ..times import UTC, as_utc, format_iso, naive_utc, parse_iso_or_none
 
-__all__ = ["StoreError", "Snapshot", "RosterStore", "ChangeRecord", "utc", "naive_utc", "parse_meta_time"]
+__all__ = ["StoreError", "Snapshot", "RosterStore", "ChangeRecord", "Notified", "student_from_row", "change_from_row"]
+
+# Names kept for the BigQuery store until it imports them from cdsops.times (one helper each).
+utc = as_utc
+format_meta_time = format_iso
+parse_meta_time = parse_iso_or_none
+__all__ += ["utc", "naive_utc", "format_meta_time", "parse_meta_time"]
 
 STUDENT_COLUMNS = (
     "student_id",
@@ -33,7 +44,7 @@ STUDENT_COLUMNS = (
 )
 
 
-class StoreError(RuntimeError):
+class StoreError(CdsopsError, RuntimeError):
     """The store could not be read or written; nothing was changed."""
 
 
@@ -44,7 +55,7 @@ class Snapshot:
     revision: int = 0
 
     def meta_time(self, key: str) -> datetime | None:
-        return parse_meta_time(self.meta.get(key))
+        return parse_iso_or_none(self.meta.get(key))
 
     @property
     def since(self) -> datetime | None:
@@ -66,7 +77,7 @@ class ChangeRecord:
         return json.dumps(
             {
                 "run_id": self.run_id,
-                "at": self.at.isoformat().replace("+00:00", "Z"),
+                "at": format_iso(self.at),
                 "kind": self.kind,
                 "student_id": self.student_id,
                 "username": self.username,
@@ -77,59 +88,73 @@ class ChangeRecord:
         )
 
 
+# (student_id, admission, kind) of a notification the email ledger marks as sent
+Notified = tuple[int, int, str]
+# Kept for the BigQuery store's sync(compute) until it drops it; nothing in cdsops calls that.
 SyncFn = Callable[[Snapshot], SyncOutcome]
 
 
-class RosterStore(Protocol):
+class RosterStore(abc.ABC):
+    """What the service layer, the runner and the inventory need of a roster store."""
+
     uri: str
 
-    def load(self) -> Snapshot: ...
+    @abc.abstractmethod
+    def load(self) -> Snapshot:
+        """The whole roster and the meta values (an empty snapshot for a new store)."""
 
-    def sync(self, compute: SyncFn, *, run_id: str, now: datetime, meta: Mapping[str, str] | None = None) -> SyncOutcome: ...
+    @abc.abstractmethod
+    def load_meta(self) -> dict[str, str]:
+        """The meta values alone (watermarks, ``last_synced_at``, ``last_applied_at``)."""
 
-    def set_meta(self, values: Mapping[str, str]) -> None: ...
+    @abc.abstractmethod
+    def sent_notifications(self) -> frozenset[Notified]:
+        """The notifications the email ledger marks as sent (empty without a ledger)."""
 
-    def record_changes(self, records: Iterable[ChangeRecord]) -> None: ...
+    @abc.abstractmethod
+    def profiles(self, student_ids: Sequence[int]) -> dict[int, Profile]:
+        """Contact details of these students (management side only)."""
 
-    def changes(self, *, student_id: int | None = None, run_id: str | None = None, limit: int = 1000) -> list[dict]: ...
+    @abc.abstractmethod
+    def changes(self, *, student_id: int | None = None, run_id: str | None = None, limit: int = 1000) -> list[dict]:
+        """The changes record, oldest first, as dicts (``at`` ISO 8601 UTC)."""
 
-    def profiles(self, student_ids: Sequence[int]) -> dict[int, Profile]: ...
+    @abc.abstractmethod
+    def sync_registrations(
+        self,
+        registrations: Sequence[Registration],
+        config: Config,
+        *,
+        run_id: str,
+        now: datetime,
+        meta: Mapping[str, str] | None = None,
+    ) -> SyncOutcome:
+        """Fold the batch into the roster atomically (what :func:`cdsops.roster.sync` gives over
+        the whole roster), record the changes and set ``meta`` plus ``last_synced_at``."""
 
-    def close(self) -> None: ...
+    @abc.abstractmethod
+    def set_meta(self, values: Mapping[str, str]) -> None:
+        """Set meta values (one transaction)."""
 
+    @abc.abstractmethod
+    def record_changes(self, records: Iterable[ChangeRecord]) -> None:
+        """Append to the changes record."""
 
-def utc(dt: datetime) -> datetime:
-    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
-
-
-def naive_utc(dt: datetime) -> datetime:
-    return dt.astimezone(timezone.utc).replace(tzinfo=None) if dt.tzinfo else dt
-
-
-def parse_meta_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    return utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
-
-
-def format_meta_time(dt: datetime) -> str:
-    return utc(dt).isoformat().replace("+00:00", "Z")
-
-
-_UTC = timezone.utc
+    def close(self) -> None:  # noqa: B027 - a store holding no connection has nothing to close
+        """Release what the store holds."""
 
 
 def student_from_row(row: Sequence[Any]) -> Student:
     """A Student from a stored row (naive UTC timestamps, or aware ones)."""
     (sid, identity, username, host, agreements, first, last, expires, admission, admitted) = row
     if expires.tzinfo is None:
-        ag = tuple([t.replace(tzinfo=_UTC) for t in agreements])
-        expires = expires.replace(tzinfo=_UTC)
-        admitted = admitted.replace(tzinfo=_UTC)
+        ag = tuple([t.replace(tzinfo=UTC) for t in agreements])
+        expires = expires.replace(tzinfo=UTC)
+        admitted = admitted.replace(tzinfo=UTC)
     else:
-        ag = tuple([utc(t) for t in agreements])
-        expires = utc(expires)
-        admitted = utc(admitted)
+        ag = tuple([as_utc(t) for t in agreements])
+        expires = as_utc(expires)
+        admitted = as_utc(admitted)
     return Student(sid, identity, username, host, ag, ag[0], ag[-1], expires, int(admission), admitted)
 
 
@@ -137,7 +162,7 @@ def change_from_row(r: Sequence[Any]) -> dict:
     """One changes-record row (run_id, changed_at, kind, student_id, username, before, after) as a dict."""
     return {
         "run_id": r[0],
-        "at": format_meta_time(r[1]),
+        "at": format_iso(r[1]),
         "kind": r[2],
         "student_id": r[3],
         "username": r[4],

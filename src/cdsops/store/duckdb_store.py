@@ -25,18 +25,8 @@ from ..config import Config
 from ..registrations import Registration
 from ..roster import Profile, RosterBase, Student, SyncOutcome
 from ..roster import sync as roster_sync
-from .base import (
-    change_from_row,
-    STUDENT_COLUMNS,
-    ChangeRecord,
-    Snapshot,
-    StoreError,
-    SyncFn,
-    format_meta_time,
-    naive_utc,
-    student_from_row,
-    utc,
-)
+from ..times import as_utc, format_iso
+from .base import STUDENT_COLUMNS, ChangeRecord, Notified, RosterStore, Snapshot, StoreError, change_from_row, student_from_row
 
 __all__ = ["DuckDBStore"]
 
@@ -80,7 +70,7 @@ CREATE TABLE IF NOT EXISTS changes (
 """
 
 
-class DuckDBStore:
+class DuckDBStore(RosterStore):
     def __init__(self, path: str | os.PathLike[str], *, lock_timeout: float | None = None) -> None:
         self.path = Path(path)
         self.uri = str(self.path)
@@ -182,7 +172,7 @@ class DuckDBStore:
             finally:
                 con.close()
 
-    def sent_notifications(self) -> frozenset[tuple[int, int, str]]:
+    def sent_notifications(self) -> frozenset[Notified]:
         """(student_id, admission, kind) of notifications the email ledger marks as sent."""
         with self._locked(exclusive=False):
             con = self._connect(read_only=True)
@@ -216,7 +206,7 @@ class DuckDBStore:
                 ).fetchall()
             finally:
                 con.close()
-        return {r[0]: Profile(r[1], r[2], r[3], r[4], r[5], utc(r[6])) for r in rows}
+        return {r[0]: Profile(r[1], r[2], r[3], r[4], r[5], as_utc(r[6])) for r in rows}
 
     def changes(self, *, student_id: int | None = None, run_id: str | None = None, limit: int = 1000) -> list[dict]:
         with self._locked(exclusive=False):
@@ -298,17 +288,6 @@ class DuckDBStore:
             ).fetchall()
         return tuple(student_from_row(r) for r in rows)
 
-    def sync(self, compute: SyncFn, *, run_id: str, now: datetime, meta: Mapping[str, str] | None = None) -> SyncOutcome:
-        with self._locked(exclusive=True):
-            con = self._connect(read_only=False)
-            try:
-                snapshot = self._load(con)
-                outcome = compute(snapshot)
-                self._write(con, outcome, run_id, now, meta or {})
-                return outcome
-            finally:
-                con.close()
-
     def set_meta(self, values: Mapping[str, str]) -> None:
         with self._transaction() as con:
             _upsert_meta(con, values)
@@ -321,78 +300,34 @@ class DuckDBStore:
             _insert_changes(con, records)
 
     def _write(self, con: Any, out: SyncOutcome, run_id: str, now: datetime, meta: Mapping[str, str]) -> None:
+        """Write a sync's outcome in one transaction: new students, changed agreements, contact
+        details, the changes record and the meta values; on any error nothing is written."""
         import duckdb
 
-        now_us = _us(utc(now))
+        now_us = _us(as_utc(now))
         try:
             with tempfile.TemporaryDirectory(prefix=".cdsops-", dir=self.path.parent) as tmp:
+                stage = Path(tmp)
                 con.execute("BEGIN TRANSACTION")
                 if out.added:
-                    staged = _stage_csv(Path(tmp) / "added.csv", (_student_row(st, now_us) for st in out.added))
-                    # new ids are new, but a changed username_prefix could still recreate an old name
-                    # (not when the roster was empty: ids start at 1)
-                    clash = min(st.student_id for st in out.added) > 1 and con.execute(
-                        f"SELECT s.username FROM students s JOIN ({_STUDENTS_FROM_CSV}) n USING (username) LIMIT 1", [staged]
-                    ).fetchone()
-                    if clash:
-                        raise StoreError(f"username {clash[0]} already belongs to another student; nothing was changed")
-                    con.execute(f"INSERT INTO students SELECT * FROM ({_STUDENTS_FROM_CSV})", [staged])
-                    # one change line per new student, written set-wise
-                    con.execute(
-                        "INSERT INTO changes SELECT ?, make_timestamp(?), 'student.added', student_id, username, NULL, "
-                        "json_object('expires_at', CASE WHEN epoch_us(expires_at) % 1000000 = 0 "
-                        "THEN strftime(expires_at, '%Y-%m-%dT%H:%M:%SZ') ELSE strftime(expires_at, '%Y-%m-%dT%H:%M:%S.%fZ') END, "
-                        "'admission', admission, 'host', host)::VARCHAR FROM students WHERE student_id >= ?",
-                        [run_id, now_us, min(st.student_id for st in out.added)],
-                    )
+                    _insert_students(con, stage, out.added, run_id, now_us)
                 if out.changed_agreements:
-                    staged = _stage_csv(Path(tmp) / "changed.csv", (_student_row(st, now_us) for st in out.changed_agreements))
-                    con.execute(
-                        f"UPDATE students SET agreements = upd.agreements, first_registered_at = upd.first_registered_at, "
-                        "last_registered_at = upd.last_registered_at, expires_at = upd.expires_at, "
-                        "admission = upd.admission, admitted_at = upd.admitted_at, updated_at = upd.updated_at "
-                        f"FROM ({_STUDENTS_FROM_CSV}) AS upd "
-                        "WHERE students.student_id = upd.student_id AND students.identity = upd.identity",
-                        [staged],
-                    )
-                # contact details: new students' rows are inserted; known students' rows are
-                # replaced when this batch carries newer ones (no index on profiles: at 100k
-                # students it would cost more memory than the roster itself)
-                new_ids = {st.identity for st in out.added}
-                changed_ids = {st.identity for st in out.changed_agreements}
-                fresh = [p for p in out.profiles if p.identity in new_ids]
-                if fresh:
-                    staged = _stage_csv(Path(tmp) / "fresh.csv", map(_profile_row, fresh))
-                    con.execute(f"INSERT INTO profiles {_PROFILES_FROM_CSV}", [staged])
-                known = [p for p in out.profiles if p.identity in changed_ids]
-                if known:
-                    staged = _stage_csv(Path(tmp) / "known.csv", map(_profile_row, known))
-                    con.execute(f"CREATE OR REPLACE TEMP TABLE staged_profiles AS {_PROFILES_FROM_CSV}", [staged])
-                    con.execute(
-                        "DELETE FROM staged_profiles s USING profiles p WHERE p.identity = s.identity AND p.updated_at > s.updated_at"
-                    )
-                    con.execute("DELETE FROM profiles p USING staged_profiles s WHERE p.identity = s.identity")
-                    con.execute("INSERT INTO profiles SELECT * FROM staged_profiles")
-                    con.execute("DROP TABLE staged_profiles")
+                    _update_students(con, stage, out.changed_agreements, now_us)
+                _write_profiles(con, stage, out)
                 _insert_changes(
                     con,
                     [ChangeRecord(run_id, now, c.kind, c.student_id, c.username, c.before, c.after) for c in out.renewal_changes],
                 )
-                values = dict(meta)
-                values["last_synced_at"] = format_meta_time(now)
-                _upsert_meta(con, values)
+                _upsert_meta(con, {**meta, "last_synced_at": format_iso(now)})
                 con.execute("COMMIT")
         except StoreError:
-            with contextlib.suppress(Exception):
-                con.execute("ROLLBACK")
+            _rollback(con)
             raise
         except duckdb.Error as exc:
-            with contextlib.suppress(Exception):
-                con.execute("ROLLBACK")
+            _rollback(con)
             raise StoreError(f"cannot write roster store {self.path}: {exc}; nothing was changed") from None
         except OSError as exc:
-            with contextlib.suppress(Exception):
-                con.execute("ROLLBACK")
+            _rollback(con)
             raise StoreError(f"cannot write roster store {self.path}: {exc.strerror or exc}; nothing was changed") from None
 
     def close(self) -> None:
@@ -458,6 +393,66 @@ def _student_row(st: Student, now_us: int) -> tuple:
     )
 
 
+def _rollback(con: Any) -> None:
+    with contextlib.suppress(Exception):
+        con.execute("ROLLBACK")
+
+
+def _insert_students(con: Any, stage: Path, added: Sequence[Student], run_id: str, now_us: int) -> None:
+    """Insert new students and one ``student.added`` change line each (set-wise)."""
+    staged = _stage_csv(stage / "added.csv", (_student_row(st, now_us) for st in added))
+    first = min(st.student_id for st in added)
+    # new ids are new, but a changed username_prefix could still recreate an old name
+    # (not when the roster was empty: ids start at 1)
+    clash = first > 1 and con.execute(
+        f"SELECT s.username FROM students s JOIN ({_STUDENTS_FROM_CSV}) n USING (username) LIMIT 1", [staged]
+    ).fetchone()
+    if clash:
+        raise StoreError(f"username {clash[0]} already belongs to another student; nothing was changed")
+    con.execute(f"INSERT INTO students SELECT * FROM ({_STUDENTS_FROM_CSV})", [staged])
+    con.execute(
+        "INSERT INTO changes SELECT ?, make_timestamp(?), 'student.added', student_id, username, NULL, "
+        "json_object('expires_at', CASE WHEN epoch_us(expires_at) % 1000000 = 0 "
+        "THEN strftime(expires_at, '%Y-%m-%dT%H:%M:%SZ') ELSE strftime(expires_at, '%Y-%m-%dT%H:%M:%S.%fZ') END, "
+        "'admission', admission, 'host', host)::VARCHAR FROM students WHERE student_id >= ?",
+        [run_id, now_us, first],
+    )
+
+
+def _update_students(con: Any, stage: Path, changed: Sequence[Student], now_us: int) -> None:
+    """Replace the agreement times (and what follows from them) of known students."""
+    staged = _stage_csv(stage / "changed.csv", (_student_row(st, now_us) for st in changed))
+    con.execute(
+        "UPDATE students SET agreements = upd.agreements, first_registered_at = upd.first_registered_at, "
+        "last_registered_at = upd.last_registered_at, expires_at = upd.expires_at, "
+        "admission = upd.admission, admitted_at = upd.admitted_at, updated_at = upd.updated_at "
+        f"FROM ({_STUDENTS_FROM_CSV}) AS upd "
+        "WHERE students.student_id = upd.student_id AND students.identity = upd.identity",
+        [staged],
+    )
+
+
+def _write_profiles(con: Any, stage: Path, out: SyncOutcome) -> None:
+    """Contact details: new students' rows are inserted; known students' rows are replaced when
+    this batch carries newer ones (no index on profiles: at 100k students it would cost more
+    memory than the roster itself)."""
+    new_ids = {st.identity for st in out.added}
+    changed_ids = {st.identity for st in out.changed_agreements}
+    fresh = [p for p in out.profiles if p.identity in new_ids]
+    if fresh:
+        staged = _stage_csv(stage / "fresh.csv", map(_profile_row, fresh))
+        con.execute(f"INSERT INTO profiles {_PROFILES_FROM_CSV}", [staged])
+    known = [p for p in out.profiles if p.identity in changed_ids]
+    if not known:
+        return
+    staged = _stage_csv(stage / "known.csv", map(_profile_row, known))
+    con.execute(f"CREATE OR REPLACE TEMP TABLE staged_profiles AS {_PROFILES_FROM_CSV}", [staged])
+    con.execute("DELETE FROM staged_profiles s USING profiles p WHERE p.identity = s.identity AND p.updated_at > s.updated_at")
+    con.execute("DELETE FROM profiles p USING staged_profiles s WHERE p.identity = s.identity")
+    con.execute("INSERT INTO profiles SELECT * FROM staged_profiles")
+    con.execute("DROP TABLE staged_profiles")
+
+
 def _upsert_meta(con: Any, values: Mapping[str, str]) -> None:
     for k, v in sorted(values.items()):
         con.execute(
@@ -472,7 +467,7 @@ def _insert_changes(con: Any, records: Sequence[ChangeRecord]) -> None:
         staged = _stage_csv(Path(tmp) / "changes.csv", (
             (
                 r.run_id,
-                _us(utc(r.at)),
+                _us(as_utc(r.at)),
                 r.kind,
                 "\\N" if r.student_id is None else r.student_id,
                 "\\N" if r.username is None else r.username,

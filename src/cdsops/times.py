@@ -1,0 +1,60 @@
+"""Time helpers, the one place cdsops parses and formats times.
+
+Every time inside cdsops is an aware UTC ``datetime``; on the way out it is ISO 8601 with a
+``Z`` (``2026-01-05T10:00:00Z``, microseconds only when there are some). Input is ISO 8601
+with ``Z`` or an offset; a naive time is taken as UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+__all__ = ["UTC", "utcnow", "as_utc", "naive_utc", "parse_iso", "parse_iso_or_none", "format_iso", "iso", "compact_stamp"]
+
+UTC = timezone.utc
+
+
+def utcnow() -> datetime:
+    """The current time, aware UTC."""
+    return datetime.now(UTC)
+
+
+def as_utc(dt: datetime) -> datetime:
+    """``dt`` as aware UTC (a naive ``dt`` is taken as UTC)."""
+    if dt.tzinfo is None:
+        return dt.replace(tzinfo=UTC)
+    return dt if dt.tzinfo is UTC else dt.astimezone(UTC)
+
+
+def naive_utc(dt: datetime) -> datetime:
+    """``dt`` as naive UTC (what a ``TIMESTAMP`` column holds); a naive ``dt`` is returned as is."""
+    return dt.astimezone(UTC).replace(tzinfo=None) if dt.tzinfo else dt
+
+
+def parse_iso(text: str) -> datetime:
+    """An ISO 8601 time (a trailing ``Z``/``z`` is UTC; a naive time is UTC) as aware UTC;
+    ``ValueError`` when ``text`` is not one."""
+    value = text.strip()
+    if value.endswith(("Z", "z")):
+        value = value[:-1] + "+00:00"
+    return as_utc(datetime.fromisoformat(value))
+
+
+def parse_iso_or_none(text: str | None) -> datetime | None:
+    """:func:`parse_iso`, with ``None`` for an empty or missing value."""
+    return parse_iso(text) if text else None
+
+
+def format_iso(dt: datetime) -> str:
+    """``dt`` (naive = UTC) as ISO 8601 UTC with a ``Z``."""
+    return as_utc(dt).isoformat().replace("+00:00", "Z")
+
+
+def iso(dt: datetime | None) -> str | None:
+    """:func:`format_iso`, with ``None`` for ``None`` (optional fields of JSON output)."""
+    return None if dt is None else format_iso(dt)
+
+
+def compact_stamp(dt: datetime) -> str:
+    """``20261202T054500Z``: a sortable UTC stamp for file and run names."""
+    return f"{as_utc(dt):%Y%m%dT%H%M%SZ}"
