@@ -1,4 +1,7 @@
-"""BigQuery edge of cdsops: the client, small query helpers, and the registration source.
+"""BigQuery edge of cdsops: the client and small query and staging helpers.
+
+The registration source (``sources``) and the roster store (``store.bigquery_store``) use
+this module; it uses neither.
 
 Only the official ``google-cloud-bigquery`` client is used.
 
@@ -15,8 +18,8 @@ Other settings (environment):
 - ``CDSOPS_BIGQUERY_LOCATION``: the location of the datasets (e.g. ``EU``), if not the default;
 - ``CDSOPS_BIGQUERY_MAX_BYTES_BILLED``: refuse queries that would bill more than this.
 
-Every query is parameterized; identifiers come from ``sources.parse_source`` /
-``store.open_store`` (validated) and are quoted with backticks.
+Every query is parameterized; identifiers are checked with :data:`PROJECT_RE` /
+:data:`IDENT_RE` (``sources.parse_source``, ``store.open_store``, :func:`quote_table`) and are quoted with backticks.
 """
 
 from __future__ import annotations
@@ -24,16 +27,15 @@ from __future__ import annotations
 import os
 import re
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 from urllib.parse import urlsplit
-
-from .registrations import COLUMNS, REQUIRED_COLUMNS, normalize_header
 
 __all__ = [
     "BigQueryUnavailable",
     "ENDPOINT_ENV",
+    "IDENT_RE",
+    "PROJECT_RE",
     "make_client",
-    "read_bigquery_registrations",
     "run_query",
     "quote_table",
 ]
@@ -43,14 +45,10 @@ TIMEOUT_ENV = "CDSOPS_BIGQUERY_TIMEOUT"
 DEFAULT_TIMEOUT = 120.0
 PAGE_SIZE = 10_000
 
-from .sources import _PROJECT_RE  # noqa: E402  (one rule for project ids)
-_IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,1023}\Z")
-# Types a registration column may have (anything scalar and orderable).
-_SCALAR_TYPES = {
-    "STRING", "TIMESTAMP", "DATETIME", "DATE", "BOOL", "BOOLEAN", "INT64", "INTEGER",
-    "FLOAT64", "FLOAT", "NUMERIC", "BIGNUMERIC",
-}  # fmt: skip
-_INCREMENTAL_TYPES = {"TIMESTAMP", "DATETIME"}
+#: BigQuery project ids (real ones: 6-30 characters; emulators accept more), the one rule
+PROJECT_RE = re.compile(r"[a-z0-9][a-z0-9.:_-]{0,99}\Z")
+#: dataset and table names (BigQuery allows up to 1,024 letters, digits and underscores)
+IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,1023}\Z")
 
 
 class BigQueryUnavailable(RuntimeError):
@@ -83,7 +81,7 @@ def endpoint() -> str | None:
 
 def make_client(project: str) -> Any:
     """A ``google.cloud.bigquery.Client`` for ``project`` (jobs run and are billed there)."""
-    if not _PROJECT_RE.match(project or ""):
+    if not PROJECT_RE.match(project or ""):
         raise BigQueryUnavailable(f"invalid BigQuery project id {project!r}")
     from google.cloud import bigquery
 
@@ -114,9 +112,9 @@ def make_client(project: str) -> Any:
 
 def quote_table(project: str, dataset: str, table: str) -> str:
     for what, name in (("dataset", dataset), ("table", table)):
-        if not _IDENT_RE.match(name or ""):
+        if not IDENT_RE.match(name or ""):
             raise BigQueryUnavailable(f"invalid BigQuery {what} name {name!r}")
-    if not _PROJECT_RE.match(project or ""):
+    if not PROJECT_RE.match(project or ""):
         raise BigQueryUnavailable(f"invalid BigQuery project id {project!r}")
     return f"`{project}.{dataset}.{table}`"
 
@@ -201,87 +199,6 @@ def run_query(
     return job, rows
 
 
-# -- the registration source ---------------------------------------------------------
-def read_bigquery_registrations(
-    project: str,
-    dataset: str,
-    table: str,
-    *,
-    since: datetime | None = None,
-    client: Any = None,
-) -> tuple[list[dict[str, Any]], bool, datetime | None]:
-    """Read registration rows from ``project.dataset.table``.
-
-    Returns ``(rows, complete, effective_since)``. ``rows`` are dicts keyed by the names
-    of :data:`cdsops.registrations.COLUMNS` (columns the table lacks are left out, like
-    a CSV export without them), ordered by ``submitted_at`` and then the other columns
-    so row numbers in rejections are stable. When ``since`` is given and
-    ``submitted_at`` is a TIMESTAMP (or DATETIME, taken as UTC) column, only rows with
-    ``submitted_at >= since`` are read and ``complete`` is False (an empty incremental
-    read is not an empty source); a STRING ``submitted_at`` means a full read.
-    """
-    from .sources import SourceError
-
-    where = f"BigQuery table {project}.{dataset}.{table}"
-    try:
-        ref = quote_table(project, dataset, table)
-        if client is None:
-            client = make_client(project)
-    except BigQueryUnavailable as exc:
-        raise SourceError(f"cannot read {where}: {exc}") from None
-    try:
-        meta = client.get_table(f"{project}.{dataset}.{table}", retry=api_retry(), timeout=timeout_seconds())
-    except api_errors() as exc:
-        if is_not_found(exc):
-            raise SourceError(f"{where} does not exist (or its dataset does not); nothing was changed") from None
-        raise SourceError(f"cannot reach {where}: {describe_error(exc)}; nothing was changed") from None
-
-    fields: dict[str, Any] = {}
-    for f in meta.schema:
-        col = normalize_header(f.name)
-        if col in COLUMNS and col not in fields:
-            fields[col] = f
-    missing = [c for c in REQUIRED_COLUMNS if c not in fields]
-    if missing:
-        raise SourceError(f"{where} lacks required column(s): {', '.join(missing)} (expected {', '.join(COLUMNS)})")
-    wanted = [c for c in COLUMNS if c in fields]
-    select = []
-    for col in wanted:
-        f = fields[col]
-        ftype = (f.field_type or "").upper()
-        if f.mode == "REPEATED" or ftype not in _SCALAR_TYPES:
-            raise SourceError(f"{where}: column {f.name} has unsupported type {f.mode or ''} {ftype}".replace("  ", " "))
-        if "`" in f.name or "\\" in f.name:
-            raise SourceError(f"{where}: column name {f.name!r} cannot be quoted safely")
-        select.append(f"`{f.name}` AS {col}")
-    sub_type = (fields["submitted_at"].field_type or "").upper()
-    incremental = since is not None and sub_type in _INCREMENTAL_TYPES
-    params: list[Any] = []
-    sql = f"SELECT {', '.join(select)} FROM {ref}"
-    if incremental:
-        assert since is not None
-        sub = "`" + fields["submitted_at"].name + "`"
-        if sub_type == "TIMESTAMP":
-            params.append(scalar("since", "TIMESTAMP", since.astimezone(timezone.utc)))
-        else:
-            params.append(scalar("since", "DATETIME", since.astimezone(timezone.utc).replace(tzinfo=None)))
-        sql += f" WHERE {sub} >= @since"
-    sql += " ORDER BY " + ", ".join(wanted)
-    try:
-        _job, result = run_query(client, sql, params)
-        rows = [dict(zip(wanted, r.values())) for r in result]
-    except api_errors() as exc:
-        if is_not_found(exc):
-            raise SourceError(f"{where} does not exist (or its dataset does not); nothing was changed") from None
-        raise SourceError(f"cannot read {where}: {describe_error(exc)}; nothing was changed") from None
-    if sub_type == "DATETIME":
-        for r in rows:
-            v = r.get("submitted_at")
-            if isinstance(v, datetime) and v.tzinfo is None:
-                r["submitted_at"] = v.replace(tzinfo=timezone.utc)
-    return rows, not incremental, (since if incremental else None)
-
-
 # -- writing rows: inline parameters for small batches, a staged table for large ones --
 Schema = Sequence[tuple[str, str, str]]  # (name, BigQuery type, mode: NULLABLE | REPEATED)
 
@@ -350,7 +267,3 @@ def drop_table(client: Any, project: str, dataset: str, table: str) -> None:
         client.delete_table(f"{project}.{dataset}.{table}", not_found_ok=True, retry=api_retry(), timeout=timeout_seconds())
     except api_errors():
         pass  # it expires by itself within a day
-
-
-def iter_values(result: Any, convert: Callable[[Any], Any] | None = None) -> list[Any]:
-    return [convert(r) if convert else tuple(r.values()) for r in result]

@@ -77,10 +77,10 @@ def test_sync_sends_only_differences_compared_by_canonical_identity(emu: Emulato
 
 def test_batches_hold_at_most_batch_size_calls(emu: Emulator, sleeps: Sleeps) -> None:
     rep = group(emu, sleeps).sync(people(2500))
-    assert len(rep.added) == 2500 and emu.calls("batch") == 3
-    assert rep.api_calls == 1 + 2500
-    small = group(emu, sleeps, batch_size=100).sync(people(2500, 100))  # 100 removed, 100 added
-    assert emu.calls("batch") == 3 + 2 and len(small.added) == len(small.removed) == 100
+    assert len(rep.added) == 2500 and emu.calls("batch") == 50  # MEMBER_WRITE_BATCH = 50
+    assert rep.api_calls == 1 + 2500 and not sleeps.calls  # within the concurrent-write budget: no retry
+    small = group(emu, sleeps, batch_size=25).sync(people(2500, 100))  # 100 removed, 100 added
+    assert emu.calls("batch") == 50 + 8 and len(small.added) == len(small.removed) == 100
     with pytest.raises(ValueError, match="1000"):
         group(emu, sleeps, batch_size=1001)
     with pytest.raises(ValueError, match="200"):
@@ -112,15 +112,34 @@ def test_sync_converges_through_faults(emu: Emulator, sleeps: Sleeps, faults: li
     assert not group(emu, sleeps).sync(desired).changed
 
 
-def test_quota_exceeded_stops_cleanly_and_the_next_run_resumes(emu: Emulator, sleeps: Sleeps) -> None:
+def test_quota_exceeded_on_member_writes_is_retried_with_backoff(emu: Emulator, sleeps: Sleeps) -> None:
+    """Large batches overrun the concurrent-write budget (403 quotaExceeded "Request rate higher
+    than configured."): the refused calls are retried with backoff and the sync converges."""
+    emu.add_fault({"kind": "quotaExceeded", "match": "directory.members.insert", "skip": 10, "times": 5})
+    p = group(emu, sleeps, batch_size=120)  # more than the emulator's budget of 50 per batch
+    rep = p.sync(people(240))
+    assert emu.members(G) == people(240) and list(rep.added) == people(240)
+    assert sleeps.calls  # backed off before retrying
+    assert emu.calls("directory.members.insert") > 240  # refused calls were sent again
+
+
+def test_quota_exceeded_that_persists_stops_cleanly(emu: Emulator, sleeps: Sleeps) -> None:
+    emu.add_fault({"kind": "quotaExceeded", "match": "directory.members.insert", "skip": 20, "times": -1})
+    p = GoogleGroupProvider(G, build_service("directory", emulator=emu.url), backoff=Backoff(max_attempts=3, sleep=sleeps))
+    with pytest.raises(QuotaExceeded, match="quotaExceeded.* after 3 attempts; the next run resumes") as err:
+        p.sync(people(30))
+    assert len(err.value.report.added) == 20 and len(sleeps.calls) == 2
+
+
+def test_daily_limit_stops_cleanly_and_the_next_run_resumes(emu: Emulator, sleeps: Sleeps) -> None:
     desired = people(2300)
-    emu.add_fault({"kind": "quotaExceeded", "match": "directory.members.insert", "skip": 1200, "times": 1})
+    emu.add_fault({"kind": "dailyLimitExceeded", "match": "directory.members.insert", "skip": 1220, "times": 1})
     p = group(emu, sleeps)
     with pytest.raises(QuotaExceeded, match="quota exceeded .* the next run resumes") as err:
         p.sync(desired)
     first = err.value.report
-    assert 1000 <= len(first.added) < 2300  # the batch with the failure finished, no further batch was sent
-    assert emu.calls("batch") == 2 and not sleeps.calls
+    assert 1200 <= len(first.added) < 1250  # the batch with the failure finished, no further batch was sent
+    assert emu.calls("batch") == 25 and not sleeps.calls
     assert "student" not in str(err.value)  # the group address only, never a person
     assert emu.members(G) == sorted(first.added)
     second = p.sync(desired)
@@ -257,22 +276,33 @@ def test_access_retries_transient_errors(cloud: Emulator, sleeps: Sleeps) -> Non
     assert len(sleeps.calls) == 4 and not access(cloud, sleeps).ensure().changed
 
 
+USERS_750 = [f"user:u{i}@example.org" for i in range(750)]
+GROUPS_125 = [f"group:g{i}@example.org" for i in range(125)]
+DOMAINS_750 = [f"domain:d{i}.example.org" for i in range(750)]
+
+
 @pytest.mark.parametrize(
-    "members,msg",
+    "bindings,msg",
     [
-        ([f"user:u{i}@example.org" for i in range(1500)], "1501 principals, more than the documented limit of 1500"),
-        ([f"group:g{i}@example.org" for i in range(250)], "251 Google groups, more than the documented limit of 250"),
+        # each principal twice: 1,500 occurrences (+ the group under its two roles = 1,502), only 750 distinct
+        ([{"role": "roles/viewer", "members": USERS_750}, {"role": "roles/browser", "members": USERS_750}],
+         "1502 principals, more than the documented limit of 1500"),
+        ([{"role": "roles/viewer", "members": DOMAINS_750}, {"role": "roles/browser", "members": DOMAINS_750}],
+         "1502 principals, more than the documented limit of 1500"),
+        ([{"role": "roles/viewer", "members": GROUPS_125}, {"role": "roles/browser", "members": GROUPS_125}],
+         "252 Google groups, more than the documented limit of 250"),
     ],
+    ids=["users-twice", "domains-twice", "groups-twice"],
 )
-def test_policy_limits_are_refused_before_anything_is_sent(cloud: Emulator, sleeps: Sleeps, members: list[str], msg: str) -> None:
-    cloud.create_project("proj", [{"role": "roles/viewer", "members": members}])
+def test_policy_limits_count_every_occurrence_before_anything_is_sent(cloud: Emulator, sleeps: Sleeps, bindings: list, msg: str) -> None:
+    cloud.create_project("proj", bindings)
     with pytest.raises(LimitExceeded, match=msg):
         access(cloud, sleeps).ensure()
     assert cloud.calls("crm.setIamPolicy") == 0 and cloud.calls("bigquery.datasets.patch") == 0
 
 
 def test_quota_on_access_stops_cleanly(cloud: Emulator, sleeps: Sleeps) -> None:
-    cloud.add_fault({"kind": "quotaExceeded", "match": "crm.getIamPolicy"})
+    cloud.add_fault({"kind": "dailyLimitExceeded", "match": "crm.getIamPolicy"})
     with pytest.raises(QuotaExceeded, match="next run resumes"):
         access(cloud, sleeps).ensure()
     assert cloud.calls("bigquery.datasets.patch") == 0
@@ -306,14 +336,14 @@ def test_scale_zero_to_20000_then_one_percent_change(emu: Emulator, sleeps: Slee
     p = group(emu, sleeps)
     desired = people(20000)
     first = p.sync(desired)
-    assert len(first.added) == 20000 and first.http_requests == 1 + 20
+    assert len(first.added) == 20000 and first.http_requests == 1 + 400  # batches of 50
     assert emu.state.groups[G].__len__() == 20000
     changed = people(19900, 100) + people(100, 50000)  # 100 leave, 100 join
     emu.reset_counters()
     second = p.sync(changed)
     pages = math.ceil(20000 / 200)
     assert (len(second.added), len(second.removed), second.unchanged) == (100, 100, 19900)
-    assert second.api_calls == pages + 200 and second.http_requests == pages + 1
+    assert second.api_calls == pages + 200 and second.http_requests == pages + 4
     assert emu.calls() == pages + 200
     assert emu.members(G) == sorted(changed)
 
