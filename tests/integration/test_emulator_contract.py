@@ -250,3 +250,74 @@ def test_command_line_runs_and_stops() -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
+
+
+COND = {"title": "until-2030", "expression": 'request.time < timestamp("2030-01-01T00:00:00Z")'}
+
+
+def test_dataset_access_needs_access_policy_version_3_with_conditional_entries(emu: Emulator) -> None:
+    emu.create_dataset("proj", "cond", [{"role": "OWNER", "userByEmail": "admin@example.org"},
+                                        {"role": "roles/bigquery.dataViewer", "groupByEmail": "tmp@example.org", "condition": COND}])
+    d = build_service("bigquery", emulator=emu.url).resource.datasets()
+    old = d.get(projectId="proj", datasetId="cond").execute()  # below version 3: altered role names
+    assert old["access"][1]["role"].startswith("roles/bigquery.dataViewer_with_conditionalbinding_")
+    assert "condition" not in old["access"][1]
+    v3 = d.get(projectId="proj", datasetId="cond", accessPolicyVersion=3).execute()
+    assert v3["access"][1] == {"role": "roles/bigquery.dataViewer", "groupByEmail": "tmp@example.org", "condition": COND}
+    body = {"access": v3["access"] + [{"role": "READER", "groupByEmail": G}]}
+    with pytest.raises(HttpError) as refused:
+        d.patch(projectId="proj", datasetId="cond", body=body).execute()
+    assert refused.value.resp.status == 400
+    done = d.patch(projectId="proj", datasetId="cond", body=body, accessPolicyVersion=3).execute()
+    assert {"role": "READER", "groupByEmail": G} in done["access"] and done["access"][1]["condition"] == COND
+    with pytest.raises(HttpError) as bad:
+        d.get(projectId="proj", datasetId="cond", accessPolicyVersion=2).execute()
+    assert bad.value.resp.status == 400
+
+
+@pytest.mark.parametrize(
+    "roles,get_ok,patch_ok",
+    [(("roles/bigquery.dataOwner",), True, True), (("roles/bigquery.dataEditor",), True, False),
+     (("roles/bigquery.metadataViewer",), False, False)],
+)
+def test_dataset_access_checks_the_callers_permissions(roles: tuple[str, ...], get_ok: bool, patch_ok: bool) -> None:
+    with Emulator(bigquery_roles=roles) as e:
+        e.create_dataset("proj", "mimic", [{"role": "OWNER", "userByEmail": "admin@example.org"}])
+        d = build_service("bigquery", emulator=e.url).resource.datasets()
+        if not get_ok:
+            with pytest.raises(HttpError) as denied:
+                d.get(projectId="proj", datasetId="mimic").execute()
+            assert _err(denied.value) == (403, "accessDenied") and "bigquery.datasets.getIamPolicy" in str(denied.value)
+            return
+        ds = d.get(projectId="proj", datasetId="mimic").execute()
+        req = d.patch(projectId="proj", datasetId="mimic", body={"access": ds["access"] + [{"role": "READER", "groupByEmail": G}]})
+        if patch_ok:
+            assert len(req.execute()["access"]) == 2
+        else:
+            with pytest.raises(HttpError) as denied:
+                req.execute()
+            assert _err(denied.value) == (403, "accessDenied") and "bigquery.datasets.update" in str(denied.value)
+
+
+def test_reads_right_after_a_write_can_be_stale() -> None:
+    with Emulator(stale_reads=2) as e:
+        e.create_project("proj", [{"role": "roles/owner", "members": ["user:admin@example.org"]}])
+        p = build_service("crm", emulator=e.url).resource.projects()
+        pol = p.getIamPolicy(resource="projects/proj", body={}).execute()
+        pol["bindings"].append({"role": "roles/viewer", "members": ["group:a@example.org"]})
+        p.setIamPolicy(resource="projects/proj", body={"policy": pol}).execute()
+        reads = [p.getIamPolicy(resource="projects/proj", body={}).execute() for _ in range(3)]
+        assert [len(r["bindings"]) for r in reads] == [1, 1, 2]  # two stale reads, then the write shows
+
+
+def test_set_iam_policy_keeps_audit_configs_unless_the_update_mask_names_them(emu: Emulator) -> None:
+    audit = [{"service": "allServices", "auditLogConfigs": [{"logType": "DATA_READ"}]}]
+    emu.state.policies["proj"]["auditConfigs"] = audit
+    p = build_service("crm", emulator=emu.url).resource.projects()
+    pol = p.getIamPolicy(resource="projects/proj", body={}).execute()
+    sent = {"bindings": pol["bindings"] + [{"role": "roles/viewer", "members": ["group:a@example.org"]}], "etag": pol["etag"]}
+    kept = p.setIamPolicy(resource="projects/proj", body={"policy": sent}).execute()  # default mask: bindings, etag
+    assert kept["auditConfigs"] == audit and len(kept["bindings"]) == 2
+    cleared = p.setIamPolicy(resource="projects/proj", body={"policy": {"bindings": kept["bindings"], "etag": kept["etag"]},
+                                                            "updateMask": "bindings,etag,auditConfigs"}).execute()
+    assert "auditConfigs" not in cleared

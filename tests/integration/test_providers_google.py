@@ -13,7 +13,7 @@ import random
 import pytest
 
 from cdsops.emulator import Emulator
-from cdsops.providers.base import AccessProvider, GroupProvider, LimitExceeded, ProviderError, QuotaExceeded
+from cdsops.providers.base import AccessProvider, GroupProvider, LimitExceeded, ProviderError, QuotaExceeded, VerificationFailed
 from cdsops.providers.google import GoogleAccessProvider, GoogleGroupProvider, build_service
 from cdsops.providers.retry import Backoff
 
@@ -326,6 +326,40 @@ def test_access_config_errors(cloud: Emulator, sleeps: Sleeps, kw: dict, msg: st
     args.update(kw)
     with pytest.raises(ValueError, match=msg):
         GoogleAccessProvider(g, "proj", **args)
+
+
+def test_dataset_with_conditional_entries_is_read_and_patched_at_access_policy_version_3(cloud: Emulator, sleeps: Sleeps) -> None:
+    cond = {"title": "until-2030", "expression": 'request.time < timestamp("2030-01-01T00:00:00Z")'}
+    entry = {"role": "roles/bigquery.dataViewer", "groupByEmail": "tmp@example.org", "condition": cond}
+    cloud.create_dataset("proj", "mimic", [{"role": "OWNER", "userByEmail": "admin@example.org"}, entry])
+    rep = access(cloud, sleeps, project_roles=[], datasets=["mimic"], crm=None).ensure()
+    assert rep.diff()["after"] == {"datasets/proj/mimic": ["READER"]}
+    acl = cloud.dataset("proj", "mimic")["access"]
+    assert entry in acl and {"role": "READER", "groupByEmail": "data@example.org"} in acl  # the condition survived
+
+
+@pytest.mark.parametrize("role,ok", [("roles/bigquery.dataOwner", True), ("roles/bigquery.dataEditor", False)])
+def test_dataset_access_needs_the_documented_role(role: str, ok: bool, sleeps: Sleeps) -> None:
+    with Emulator(bigquery_roles=(role,)) as e:
+        e.create_dataset("proj", "mimic", [{"role": "OWNER", "userByEmail": "admin@example.org"}])
+        a = access(e, sleeps, project_roles=[], datasets=["mimic"], crm=None)
+        if ok:
+            assert a.ensure().changed
+        else:
+            with pytest.raises(ProviderError, match="datasets.patch failed: HTTP 403 accessDenied"):
+                a.ensure()
+
+
+def test_a_stale_read_back_is_read_again_before_verification_fails(sleeps: Sleeps) -> None:
+    with Emulator(stale_reads=2) as e:
+        e.create_project("proj", [{"role": "roles/owner", "members": ["user:admin@example.org"]}])
+        e.create_dataset("proj", "mimic", [{"role": "OWNER", "userByEmail": "admin@example.org"}])
+        rep = access(e, sleeps, datasets=["mimic"]).ensure()
+        assert rep.changed and len(sleeps.calls) == 4  # two stale reads per resource, each followed by a backoff
+    with Emulator(stale_reads=5) as e:
+        e.create_project("proj", [{"role": "roles/owner", "members": ["user:admin@example.org"]}])
+        with pytest.raises(VerificationFailed, match=r"still lacks .* \(3 reads\)"):
+            access(e, sleeps, datasets=[], bigquery=None, verify_attempts=3).ensure()
 
 
 # --------------------------------------------------------------------------- scale

@@ -860,7 +860,8 @@ def _write_dataset(ds: dict[str, Any], body: dict[str, Any], replace: bool) -> N
 
 def _bq_normalize(entry: dict[str, Any]) -> dict[str, Any]:
     e = dict(entry)
-    if e.get("role") in BQ_LEGACY_ROLES:
+    # conditional entries keep the IAM role name (the datasets.get accessPolicyVersion example)
+    if e.get("role") in BQ_LEGACY_ROLES and not e.get("condition"):
         e["role"] = BQ_LEGACY_ROLES[e["role"]]
     return e
 
