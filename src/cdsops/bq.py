@@ -16,7 +16,8 @@ Other settings (environment):
 - ``CDSOPS_BIGQUERY_TIMEOUT`` (seconds, default 120): how long API calls are retried and
   how long a query may run before the read or write is given up with a clear error;
 - ``CDSOPS_BIGQUERY_LOCATION``: the location of the datasets (e.g. ``EU``), if not the default;
-- ``CDSOPS_BIGQUERY_MAX_BYTES_BILLED``: refuse queries that would bill more than this.
+- ``CDSOPS_BIGQUERY_MAX_BYTES_BILLED`` (bytes, default 1 GB): every query job carries it as
+  ``maximum_bytes_billed``; a query that would bill more fails without being billed.
 
 Every query is parameterized; identifiers are checked with :data:`PROJECT_RE` /
 :data:`IDENT_RE` (``sources.parse_source``, ``store.open_store``, :func:`quote_table`) and are quoted with backticks.
@@ -44,6 +45,9 @@ ENDPOINT_ENV = "CDSOPS_BIGQUERY_ENDPOINT"
 TIMEOUT_ENV = "CDSOPS_BIGQUERY_TIMEOUT"
 DEFAULT_TIMEOUT = 120.0
 PAGE_SIZE = 10_000
+MAX_BYTES_ENV = "CDSOPS_BIGQUERY_MAX_BYTES_BILLED"
+#: 1 GB: a whole-table read of 100,000 registrations or students bills about 20-30 MB
+DEFAULT_MAX_BYTES_BILLED = 1_000_000_000
 
 #: BigQuery project ids (real ones: 6-30 characters; emulators accept more), the one rule
 PROJECT_RE = re.compile(r"[a-z0-9][a-z0-9.:_-]{0,99}\Z")
@@ -77,6 +81,21 @@ def endpoint() -> str | None:
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") or parts.query:
         raise BigQueryUnavailable(f"{ENDPOINT_ENV} must look like http://127.0.0.1:9050, got {raw!r}")
     return raw.rstrip("/")
+
+
+def max_bytes_billed() -> int:
+    """The cap every query job carries (``maximum_bytes_billed``): BigQuery fails a query that
+    would bill more, before it runs, instead of billing it."""
+    raw = os.environ.get(MAX_BYTES_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_BYTES_BILLED
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BigQueryUnavailable(f"{MAX_BYTES_ENV} must be a whole number of bytes, got {raw!r}") from None
+    if value <= 0:
+        raise BigQueryUnavailable(f"{MAX_BYTES_ENV} must be positive, got {raw!r}")
+    return value
 
 
 def make_client(project: str) -> Any:
@@ -188,10 +207,7 @@ def run_query(
     from google.cloud import bigquery
     from google.cloud.bigquery.retry import DEFAULT_JOB_RETRY
 
-    cfg = bigquery.QueryJobConfig(query_parameters=list(params))
-    max_bytes = os.environ.get("CDSOPS_BIGQUERY_MAX_BYTES_BILLED", "").strip()
-    if max_bytes:
-        cfg.maximum_bytes_billed = int(max_bytes)
+    cfg = bigquery.QueryJobConfig(query_parameters=list(params), maximum_bytes_billed=max_bytes_billed())
     deadline = timeout_seconds()
     job_retry = DEFAULT_JOB_RETRY.with_deadline(deadline) if retry_job else None
     job = client.query(sql, job_config=cfg, retry=api_retry(), job_retry=job_retry, timeout=deadline)
@@ -267,3 +283,39 @@ def drop_table(client: Any, project: str, dataset: str, table: str) -> None:
         client.delete_table(f"{project}.{dataset}.{table}", not_found_ok=True, retry=api_retry(), timeout=timeout_seconds())
     except api_errors():
         pass  # it expires by itself within a day
+
+
+# -- cost model -----------------------------------------------------------------------
+#: bytes per value of a type (https://cloud.google.com/bigquery/pricing, "Data size calculation"):
+#: STRING is 2 bytes + its UTF-8 length; the fixed-size types below
+TYPE_BYTES = {"TIMESTAMP": 8, "DATETIME": 8, "DATE": 8, "INT64": 8, "INTEGER": 8, "FLOAT64": 8, "FLOAT": 8, "BOOL": 1, "BOOLEAN": 1}
+#: on-demand queries bill at least 10 MB per table referenced (https://cloud.google.com/bigquery/pricing)
+MIN_BILLED_BYTES = 10 * 1024 * 1024
+
+
+def estimate_scan_bytes(client: Any, project: str, dataset: str, table: str, columns: Sequence[tuple[str, str]],
+                        since: datetime | None) -> int:
+    """Bytes an on-demand query of ``columns`` with ``WHERE submitted_at >= @since`` scans when the
+    table is partitioned by ``DATE(submitted_at)``: the documented data sizes of those columns
+    over the partitions pruning keeps (every row when ``since`` is None). A model, computed with
+    SQL on the table itself, for emulators that report no bytes processed (bqemulator: 0)."""
+    parts = []
+    for name, typ in columns:
+        if not IDENT_RE.match(name):
+            raise BigQueryUnavailable(f"invalid column name {name!r}")
+        if typ.upper() == "STRING":
+            parts.append(f"IFNULL(2 + LENGTH(CAST(`{name}` AS BYTES)), 0)")
+        else:
+            parts.append(f"IF(`{name}` IS NULL, 0, {TYPE_BYTES[typ.upper()]})")
+    sql = f"SELECT IFNULL(SUM({' + '.join(parts)}), 0) FROM {quote_table(project, dataset, table)}"
+    params = []
+    if since is not None:
+        sql += " WHERE DATE(submitted_at) >= DATE(@since)"
+        params.append(scalar("since", "TIMESTAMP", since.astimezone(timezone.utc)))
+    _job, rows = run_query(client, sql, params)
+    return int(next(iter(rows)).values()[0])
+
+
+def billed_bytes(scanned: int) -> int:
+    """On-demand bytes billed for one query that scans ``scanned`` bytes (the 10 MB minimum)."""
+    return max(MIN_BILLED_BYTES, scanned)
