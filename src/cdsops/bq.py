@@ -98,8 +98,24 @@ def max_bytes_billed() -> int:
     return value
 
 
-def make_client(project: str) -> Any:
-    """A ``google.cloud.bigquery.Client`` for ``project`` (jobs run and are billed there)."""
+BIGQUERY_SCOPE = "https://www.googleapis.com/auth/bigquery"
+#: querying a table backed by a Google Sheet reads the sheet through Drive
+#: (https://cloud.google.com/bigquery/docs/external-data-drive#python)
+DRIVE_READONLY_SCOPE = "https://www.googleapis.com/auth/drive.readonly"
+
+
+def needs_drive_scope(table: Any) -> bool:
+    """True for an external table whose data is a Google Sheet (``sourceFormat GOOGLE_SHEETS``)."""
+    config = getattr(table, "external_data_configuration", None)
+    return getattr(table, "table_type", "") == "EXTERNAL" and getattr(config, "source_format", "") == "GOOGLE_SHEETS"
+
+
+def make_client(project: str, *, drive: bool = False) -> Any:
+    """A ``google.cloud.bigquery.Client`` for ``project`` (jobs run and are billed there).
+
+    Credentials: Application Default Credentials, i.e. the key file named by
+    ``GOOGLE_APPLICATION_CREDENTIALS`` (the one credentials source of every cdsops client);
+    ``drive=True`` adds the Drive read-only scope a Google-Sheet-backed table needs."""
     if not PROJECT_RE.match(project or ""):
         raise BigQueryUnavailable(f"invalid BigQuery project id {project!r}")
     from google.cloud import bigquery
@@ -120,7 +136,7 @@ def make_client(project: str) -> Any:
     from google.auth.exceptions import DefaultCredentialsError
 
     try:
-        credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/bigquery"])
+        credentials, _ = google.auth.default(scopes=[BIGQUERY_SCOPE] + ([DRIVE_READONLY_SCOPE] if drive else []))
     except DefaultCredentialsError as exc:
         raise BigQueryUnavailable(
             "no Google credentials found: set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file "

@@ -241,11 +241,14 @@ def read_bigquery_registrations(
     where = f"BigQuery table {project}.{dataset}.{table}"
     try:
         ref = bq.quote_table(project, dataset, table)
+        own_client = client is None
         if client is None:
             client = bq.make_client(project)
     except bq.BigQueryUnavailable as exc:
         raise SourceError(f"cannot read {where}: {exc}") from None
-    fields = _bq_fields(client, f"{project}.{dataset}.{table}", where)
+    fields, sheet = _bq_fields(client, f"{project}.{dataset}.{table}", where)
+    if sheet and own_client and not bq.endpoint():
+        client = bq.make_client(project, drive=True)  # a Google Sheet behind the table: Drive read-only scope
     wanted = [c for c in COLUMNS if c in fields]
     sql, params = _bq_select(ref, fields, wanted, since, where)
     incremental = bool(params)
@@ -268,8 +271,8 @@ def _bq_failure(exc: BaseException, where: str, action: str) -> SourceError:
     return SourceError(f"cannot {action} {where}: {bq.describe_error(exc)}; nothing was changed")
 
 
-def _bq_fields(client: Any, table_id: str, where: str) -> dict[str, Any]:
-    """The table's schema fields by registration column name; the required ones present."""
+def _bq_fields(client: Any, table_id: str, where: str) -> tuple[dict[str, Any], bool]:
+    """(the table's schema fields by registration column name, whether a Google Sheet backs it)."""
     try:
         meta = client.get_table(table_id, retry=bq.api_retry(), timeout=bq.timeout_seconds())
     except bq.api_errors() as exc:
@@ -280,7 +283,7 @@ def _bq_fields(client: Any, table_id: str, where: str) -> dict[str, Any]:
         if col in COLUMNS and col not in fields:
             fields[col] = f
     check_columns(fields, where)
-    return fields
+    return fields, bq.needs_drive_scope(meta)
 
 
 def _bq_select(ref: str, fields: dict[str, Any], wanted: list[str], since: datetime | None, where: str) -> tuple[str, list[Any]]:

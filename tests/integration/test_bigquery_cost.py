@@ -82,3 +82,18 @@ def test_every_query_job_carries_maximum_bytes_billed(bq_emulator, monkeypatch, 
     monkeypatch.setenv("CDSOPS_BIGQUERY_MAX_BYTES_BILLED", "lots")
     with pytest.raises(bq.BigQueryUnavailable, match="whole number of bytes"):
         bq.max_bytes_billed()
+
+
+def test_a_google_sheet_backed_table_needs_the_drive_scope() -> None:
+    from google.cloud import bigquery
+
+    sheet = bigquery.Table.from_api_repr({
+        "tableReference": {"projectId": PROJECT, "datasetId": "forms", "tableId": "reg"}, "type": "EXTERNAL",
+        "externalDataConfiguration": {"sourceFormat": "GOOGLE_SHEETS", "sourceUris": ["https://docs.google.com/spreadsheets/d/x"]},
+    })
+    native = bigquery.Table.from_api_repr({"tableReference": {"projectId": PROJECT, "datasetId": "forms", "tableId": "reg"}, "type": "TABLE"})
+    csv = bigquery.Table.from_api_repr({
+        "tableReference": {"projectId": PROJECT, "datasetId": "forms", "tableId": "reg"}, "type": "EXTERNAL",
+        "externalDataConfiguration": {"sourceFormat": "CSV", "sourceUris": ["gs://b/x.csv"]},
+    })
+    assert [bq.needs_drive_scope(t) for t in (sheet, native, csv)] == [True, False, False]
