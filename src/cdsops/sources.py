@@ -121,30 +121,7 @@ def iter_csv(path: str | os.PathLike[str]) -> Iterator[tuple[Any, ...]]:
     rows; a short row yields None for its missing fields (and is rejected by validation).
     """
     p = Path(path)
-    try:
-        fh = open(p, encoding="utf-8-sig", newline="")
-    except FileNotFoundError:
-        raise SourceError(f"source file {p} does not exist") from None
-    except OSError as exc:
-        raise SourceError(f"cannot read source file {p}: {exc.strerror or exc}") from None
-    reader = csv.reader(fh)
-    try:
-        header = next(reader)
-    except StopIteration:
-        fh.close()
-        raise SourceError(f"source file {p} is empty (no header row)") from None
-    except UnicodeDecodeError as exc:
-        fh.close()
-        raise SourceError(f"source file {p} is not UTF-8 (byte {exc.start})") from None
-    except csv.Error as exc:
-        fh.close()
-        raise SourceError(f"source file {p} is not valid CSV: {exc}") from None
-    cols = [normalize_header(h) for h in header]
-    try:
-        check_columns(cols, f"source file {p}")
-    except SourceError:
-        fh.close()
-        raise
+    fh, reader, cols = _open_csv(p)
     first = {}
     for i, c in enumerate(cols):
         first.setdefault(c, i)
@@ -172,6 +149,34 @@ def iter_csv(path: str | os.PathLike[str]) -> Iterator[tuple[Any, ...]]:
             raise SourceError(f"source file {p} is not valid CSV near data row {n + 1}: {exc}") from None
 
     return rows()
+
+
+def _open_csv(p: Path) -> tuple[Any, Any, list[str]]:
+    """(open file, csv reader past the header, normalized column names); closed on any error."""
+    try:
+        fh = open(p, encoding="utf-8-sig", newline="")
+    except FileNotFoundError:
+        raise SourceError(f"source file {p} does not exist") from None
+    except OSError as exc:
+        raise SourceError(f"cannot read source file {p}: {exc.strerror or exc}") from None
+    reader = csv.reader(fh)
+    try:
+        header = next(reader)
+        cols = [normalize_header(h) for h in header]
+        check_columns(cols, f"source file {p}")
+    except StopIteration:
+        fh.close()
+        raise SourceError(f"source file {p} is empty (no header row)") from None
+    except UnicodeDecodeError as exc:
+        fh.close()
+        raise SourceError(f"source file {p} is not UTF-8 (byte {exc.start})") from None
+    except csv.Error as exc:
+        fh.close()
+        raise SourceError(f"source file {p} is not valid CSV: {exc}") from None
+    except SourceError:
+        fh.close()
+        raise
+    return fh, reader, cols
 
 
 def read_duckdb(path: str, table: str) -> list[tuple[Any, ...]]:

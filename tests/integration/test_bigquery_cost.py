@@ -65,20 +65,24 @@ def test_every_query_job_carries_maximum_bytes_billed(bq_emulator, monkeypatch, 
     real = bigquery.Client.query
 
     def recording(self, sql, job_config=None, **kw):
-        seen.append(job_config)
+        seen.append((sql, job_config))
         return real(self, sql, job_config=job_config, **kw)
 
     monkeypatch.setattr(bigquery.Client, "query", recording)
     uri_src, uri_roster = f"bigquery://{PROJECT}/{src}/reg", f"bigquery://{PROJECT}/{roster}"
     roster_sync(uri_src, uri_roster, Config(), now=NOW)
     first = len(seen)
-    assert first >= 5 and all(c is not None and c.maximum_bytes_billed == bq.DEFAULT_MAX_BYTES_BILLED for c in seen)
+    assert first >= 5 and all(c is not None and c.maximum_bytes_billed == bq.DEFAULT_MAX_BYTES_BILLED for _, c in seen)
     monkeypatch.setenv("CDSOPS_BIGQUERY_MAX_BYTES_BILLED", "123456789")
     seen.clear()
     roster_sync(uri_src, uri_roster, Config(), now=NOW)  # a no-change run by the watermark
-    assert seen and all(c.maximum_bytes_billed == 123456789 for c in seen)
+    assert seen and all(c.maximum_bytes_billed == 123456789 for _, c in seen)
     print(f"query jobs: first sync {first}, no-change sync {len(seen)}")
-    assert len(seen) <= 5  # meta, source, roster summary, named students, meta write
+    sqls = [sql for sql, _ in seen]
+    assert len(sqls) == 4, sqls  # meta, source (watermark), named students, meta write: no roster summary
+    assert "WHERE `submitted_at` >= @since" in sqls[1]
+    students = [q for q in sqls if ".students`" in q]
+    assert students and all("WHERE identity IN UNNEST(@identities)" in q for q in students)  # no whole-table read
     monkeypatch.setenv("CDSOPS_BIGQUERY_MAX_BYTES_BILLED", "lots")
     with pytest.raises(bq.BigQueryUnavailable, match="whole number of bytes"):
         bq.max_bytes_billed()

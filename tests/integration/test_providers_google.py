@@ -424,9 +424,10 @@ def test_production_credentials_errors_are_clear(monkeypatch: pytest.MonkeyPatch
         build_service("gmail")
 
 
-def test_production_path_uses_the_key_scopes_and_delegated_subject(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    """A throwaway service-account key: the clients get the documented scopes, the Directory
-    client impersonates the subject, and every URL points at Google (nothing is sent here)."""
+def test_production_path_uses_the_key_scopes_and_delegated_subject(emu: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """A throwaway service-account key whose token_uri is the emulator's token endpoint: each
+    client asks for a token with the documented scope (and the Directory client for the
+    delegated subject), then sends its request to Google's own host (unreachable here)."""
     import json as _json
 
     from cryptography.hazmat.primitives import serialization
@@ -439,18 +440,25 @@ def test_production_path_uses_the_key_scopes_and_delegated_subject(monkeypatch: 
     sa.write_text(_json.dumps({
         "type": "service_account", "project_id": "course-project", "private_key_id": "0", "private_key": pem,
         "client_email": "cdsops-sync@course-project.iam.gserviceaccount.com", "client_id": "1",
-        "token_uri": "https://oauth2.googleapis.com/token",
+        "token_uri": emu.url + "/token",
     }))
-    d = build_service("directory", credentials_file=str(sa), subject="groups-admin@example.org")
-    creds = d.resource._http.credentials
-    assert creds._subject == "groups-admin@example.org"
-    assert tuple(creds._scopes) == ("https://www.googleapis.com/auth/admin.directory.group.member",)
-    assert d.batch_uri == "https://admin.googleapis.com/batch"
-    req = d.resource.members().list(groupKey=G, maxResults=200)
-    assert req.uri.startswith("https://admin.googleapis.com/admin/directory/v1/groups/")
-    c = build_service("crm", credentials_file=str(sa))
-    assert tuple(c.resource._http.credentials._scopes) == ("https://www.googleapis.com/auth/cloud-platform",)
-    assert c.resource.projects().getIamPolicy(resource="projects/p", body={}).uri == "https://cloudresourcemanager.googleapis.com/v3/projects/p:getIamPolicy?alt=json"
-    b = build_service("bigquery", credentials_file=str(sa))
-    assert tuple(b.resource._http.credentials._scopes) == ("https://www.googleapis.com/auth/bigquery",)
-    assert b.resource.datasets().get(projectId="p", datasetId="d").uri == "https://bigquery.googleapis.com/bigquery/v2/projects/p/datasets/d?alt=json"
+    sent = {
+        "directory": (lambda r: r.members().list(groupKey=G, maxResults=200), "groups-admin@example.org",
+                      "https://www.googleapis.com/auth/admin.directory.group.member", "https://admin.googleapis.com/admin/directory/v1/groups/"),
+        "crm": (lambda r: r.projects().getIamPolicy(resource="projects/p", body={}), None,
+                "https://www.googleapis.com/auth/cloud-platform", "https://cloudresourcemanager.googleapis.com/v3/projects/p:getIamPolicy"),
+        "bigquery": (lambda r: r.datasets().get(projectId="p", datasetId="d"), None,
+                     "https://www.googleapis.com/auth/bigquery", "https://bigquery.googleapis.com/bigquery/v2/projects/p/datasets/d"),
+    }
+    for api, (call, subject, scope, url) in sent.items():
+        svc = build_service(api, credentials_file=str(sa), subject=subject, timeout=5)
+        req = call(svc.resource)
+        assert req.uri.startswith(url)
+        with pytest.raises(Exception) as unreachable:  # nothing but loopback is reachable: Google is not
+            req.execute(num_retries=0)
+        assert "googleapiclient.errors.HttpError" not in repr(type(unreachable.value))
+        claims = emu.token_requests[-1]
+        assert claims == {"iss": "cdsops-sync@course-project.iam.gserviceaccount.com", "sub": subject, "scope": scope,
+                          "aud": "https://oauth2.googleapis.com/token"}
+    assert len(emu.token_requests) == 3
+    assert build_service("directory", credentials_file=str(sa), subject="a@example.org").batch_uri == "https://admin.googleapis.com/batch"

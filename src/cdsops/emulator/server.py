@@ -196,6 +196,7 @@ class _State:
         self.policies: dict[str, dict[str, Any]] = {}
         self.datasets: dict[tuple[str, str], dict[str, Any]] = {}
         self.mail: list[dict[str, Any]] = []
+        self.token_requests: list[dict[str, Any]] = []
         self.faults: list[Fault] = []
         self.calls: dict[str, int] = {}
         self.http_requests = 0
@@ -715,6 +716,28 @@ class Emulator:
         code, msg, reason, domain = QUOTA_EXCEEDED_CONCURRENT
         return code, GoogleError(code, msg, reason, domain).body()
 
+    # -- OAuth 2.0 token endpoint for service-account keys whose token_uri points here
+    # https://developers.google.com/identity/protocols/oauth2/service-account#authorizingrequests :
+    # POST grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=JWT; the JWT claim set
+    # holds iss (the service account), scope (space-delimited), aud, exp, iat and, with domain-wide
+    # delegation, sub (the user impersonated). The answer: access_token, expires_in, token_type.
+    def token(self, body: bytes) -> tuple[int, Any]:
+        form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
+        assertion = (form.get("assertion") or [""])[0]
+        if (form.get("grant_type") or [""])[0] != "urn:ietf:params:oauth:grant-type:jwt-bearer" or assertion.count(".") != 2:
+            return 400, {"error": "invalid_grant", "error_description": "Invalid grant: not a JWT bearer assertion."}
+        payload = assertion.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        with self.state.lock:
+            self.state.token_requests.append({k: claims.get(k) for k in ("iss", "sub", "scope", "aud")})
+        return 200, {"access_token": "emulator-" + uuid.uuid4().hex, "expires_in": 3600, "token_type": "Bearer"}
+
+    @property
+    def token_requests(self) -> list[dict[str, Any]]:
+        """Claims (iss, sub, scope, aud) of every token request, in order (no key material)."""
+        with self.state.lock:
+            return copy.deepcopy(self.state.token_requests)
+
     # -- control API
     def control(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
         data = json.loads(body) if body else {}
@@ -900,6 +923,10 @@ class _Handler(BaseHTTPRequestHandler):
         path = urllib.parse.urlsplit(self.path).path
         if path.startswith("/_emulator/"):
             status, data = self.emu.control(self.command, path, body)
+            self._send(status, "application/json", json.dumps(data).encode())
+            return
+        if self.command == "POST" and path == "/token":
+            status, data = self.emu.token(body)
             self._send(status, "application/json", json.dumps(data).encode())
             return
         if self.command == "POST" and (path == "/batch" or path.startswith("/batch/")):

@@ -111,9 +111,6 @@ def build_service(
     Default Credentials), scoped to :data:`SCOPES`; ``subject`` is the Workspace admin the
     service account impersonates (domain-wide delegation, required for ``directory``).
     """
-    import google.auth
-    import google.auth.credentials
-    import google.auth.exceptions
     import google_auth_httplib2
     import httplib2
     from googleapiclient.discovery import build
@@ -126,38 +123,51 @@ def build_service(
     if emulator:
         if not emulator.startswith(("http://127.", "http://localhost", "http://[::1]", "https://")):
             raise ValueError(f"{EMULATOR_ENV} must be an http://127.x.x.x:PORT (loopback) or https URL, got {emulator!r}")
+        import google.auth.credentials
+
         root = emulator.rstrip("/") + "/"
         creds = google.auth.credentials.AnonymousCredentials()
         options["api_endpoint"] = root + service_path
         batch_uri = root + batch_path
     else:
-        if credentials is not None:
-            creds = credentials
-        elif credentials_file:
-            from google.oauth2 import service_account
-
-            try:
-                creds = service_account.Credentials.from_service_account_file(credentials_file, scopes=list(SCOPES[api]))
-            except (OSError, ValueError) as exc:
-                raise ProviderError(f"cannot load the service-account key {credentials_file}: {exc}") from exc
-        else:
-            try:
-                creds, _project = google.auth.default(scopes=list(SCOPES[api]))
-            except google.auth.exceptions.DefaultCredentialsError:
-                raise ProviderError(
-                    f"no Google credentials for the {api} API: set providers.google.credentials_file to a service-account key, "
-                    f"or {EMULATOR_ENV} to use the emulator"
-                ) from None
-        if subject:
-            if not hasattr(creds, "with_subject"):
-                raise ProviderError("domain-wide delegation (subject) needs service-account credentials")
-            creds = creds.with_subject(subject)
-        elif api == "directory":
-            log.warning("directory API without a delegated subject: the service account itself needs the Groups Administrator admin role")
+        creds = _credentials(api, credentials, credentials_file, subject)
         batch_uri = "https://" + {"directory": "admin", "crm": "cloudresourcemanager", "bigquery": "bigquery"}[api] + ".googleapis.com/" + batch_path
     http = google_auth_httplib2.AuthorizedHttp(creds, http=httplib2.Http(timeout=timeout))
     resource = build(name, version, http=http, static_discovery=True, cache_discovery=False, client_options=options or None)
     return GoogleService(api, resource, batch_uri)
+
+
+def _credentials(api: str, credentials: Any, credentials_file: str | None, subject: str | None) -> Any:
+    """Production credentials for ``api``: given, from the key file, or Application Default
+    Credentials (``GOOGLE_APPLICATION_CREDENTIALS``), scoped to :data:`SCOPES`; ``subject`` for
+    domain-wide delegation."""
+    import google.auth
+    import google.auth.exceptions
+
+    if credentials is not None:
+        creds = credentials
+    elif credentials_file:
+        from google.oauth2 import service_account
+
+        try:
+            creds = service_account.Credentials.from_service_account_file(credentials_file, scopes=list(SCOPES[api]))
+        except (OSError, ValueError) as exc:
+            raise ProviderError(f"cannot load the service-account key {credentials_file}: {exc}") from exc
+    else:
+        try:
+            creds, _project = google.auth.default(scopes=list(SCOPES[api]))
+        except google.auth.exceptions.DefaultCredentialsError:
+            raise ProviderError(
+                f"no Google credentials for the {api} API: set GOOGLE_APPLICATION_CREDENTIALS (or "
+                f"providers.google.credentials_file) to a service-account key, or {EMULATOR_ENV} to use the emulator"
+            ) from None
+    if subject:
+        if not hasattr(creds, "with_subject"):
+            raise ProviderError("domain-wide delegation (subject) needs service-account credentials")
+        return creds.with_subject(subject)
+    if api == "directory":
+        log.warning("directory API without a delegated subject: the service account itself needs the Groups Administrator admin role")
+    return creds
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:
