@@ -113,12 +113,12 @@ class GoogleError(Exception):
 
 # Concurrent group-member writes: real Directory API answers 403 quotaExceeded ("Request rate
 # higher than configured.") when many member inserts/deletes run at once, batched or in
-# parallel. This is observed, not documented with a number: GAM's issue tracker
-# (https://github.com/GAM-team/GAM/issues, "quotaExceeded ... Request rate higher than
-# configured" on batched member adds) and the Terraform googleworkspace provider's
-# (https://github.com/hashicorp/terraform-provider-googleworkspace/issues). GAM sends member
-# writes in batches of 50 by default. The emulator refuses the writes of one batch beyond
-# ``member_write_budget`` (default 50) with that answer.
+# parallel. This is observed, not documented with a number: GAM-team/GAM#597 ("Add Failed: 403:
+# quotaExceeded - Request rate higher than configured." after GAM started batching member adds)
+# and hashicorp/terraform-provider-googleworkspace#159 ("Error 403: Request rate higher than
+# configured., quotaExceeded" with concurrent member writes). The budget of 50 writes per
+# batch is a model, not a measured Google figure (GAM's default batch size); the emulator
+# refuses the writes of one batch beyond ``member_write_budget`` with that answer.
 MEMBER_WRITE_BUDGET = 50
 QUOTA_EXCEEDED_CONCURRENT = (403, "Request rate higher than configured.", "quotaExceeded", "usageLimits")
 
@@ -126,10 +126,12 @@ QUOTA_EXCEEDED_CONCURRENT = (403, "Request rate higher than configured.", "quota
 # Faults as Google sends them.
 # https://developers.google.com/admin-sdk/directory/v1/limits (error table):
 #   403 userRateLimitExceeded - over 2,400 queries per minute per user per project: back off;
-#   403 quotaExceeded - "the limit of concurrent requests for a certain operation has been
-#       reached": retry with exponential backoff (cdsops stops the run and resumes next run);
-#   429 rateLimitExceeded - per Workspace account: retry with exponential backoff;
-#   (older versions of the page) 403 dailyLimitExceeded - daily quota used up: do not retry.
+#   403 quotaExceeded - "Indicates that the limit of concurrent requests for a certain operation
+#       has been reached." Recommended action: "Retry using exponential back-off." (its message
+#       text, "Request rate higher than configured.", is observed: see QUOTA_EXCEEDED_CONCURRENT);
+#   429 rateLimitExceeded - retry with exponential backoff.
+# dailyLimitExceeded is not on that page: it is the generic Google API daily-quota reason
+# (observed, e.g. GAM-team/GAM#729 "daily limits ... wait 24hours"); cdsops does not retry it.
 # https://cloud.google.com/apis/design/errors (500 INTERNAL, 503 UNAVAILABLE "backendError").
 _FAULT_ERRORS = {
     "500": (500, "Internal error encountered.", "backendError", "global"),
@@ -412,8 +414,8 @@ class Emulator:
     def _group(self, group_key: str) -> dict[str, dict[str, Any]]:
         g = self.state.groups.get(urllib.parse.unquote(group_key).lower())
         if g is None:
-            # https://developers.google.com/admin-sdk/directory/v1/guides/manage-group-members
-            # an unknown groupKey answers 404 "Resource Not Found: groupKey".
+            # Observed, not documented: an unknown groupKey answers 404 notFound "Resource Not
+            # Found: groupKey" (googleapis/google-api-nodejs-client#166 shows the full answer).
             raise GoogleError(404, "Resource Not Found: groupKey", "notFound")
         return g
 
@@ -424,8 +426,8 @@ class Emulator:
             raise GoogleError(400, "Missing required field: memberKey", "required")
         key = _member_key(email)
         if key in g:
-            # members.insert of an existing member: 409 "Member already exists." (reason duplicate)
-            # https://developers.google.com/admin-sdk/directory/v1/guides/manage-group-members#create_member
+            # Observed, not documented: members.insert of an existing member answers 409 "Member
+            # already exists." (reason duplicate), e.g. GAM-team/GAM#597 ("Error: 409: Member already exists").
             raise GoogleError(409, "Member already exists.", "duplicate")
         member = {
             "kind": "admin#directory#member",
@@ -478,8 +480,8 @@ class Emulator:
             g = self._group(group_key)
             key = _member_key(urllib.parse.unquote(member_key))
             if key not in g:
-                # https://developers.google.com/admin-sdk/directory/reference/rest/v1/members/delete
-                # deleting a non-member answers 404 "Resource Not Found: memberKey".
+                # Observed, not documented: deleting a non-member answers 404 notFound "Resource Not
+                # Found: memberKey" (googleapis/google-api-nodejs-client#166, lithnet/googleapps-managementagent#13).
                 raise GoogleError(404, "Resource Not Found: memberKey", "notFound")
             del g[key]
 
@@ -496,6 +498,8 @@ class Emulator:
         with self.state.lock:
             pol = self.state.policies.get(project)
             if pol is None:
+                # Observed: a project the caller cannot see (or that does not exist) answers 403
+                # "The caller does not have permission" (kubeflow/kubeflow#7140), not 404.
                 raise GoogleError(403, "The caller does not have permission", "forbidden")
             out = copy.deepcopy(self._stale_or(f"projects/{project}", pol))
         self._after_read(f"projects/{project}")
@@ -512,10 +516,11 @@ class Emulator:
                 raise GoogleError(403, "The caller does not have permission", "forbidden")
             etag = policy.get("etag")
             if etag is not None and etag != cur["etag"]:
-                # Policy.etag: "If no etag is provided in the call to setIamPolicy, then the existing
-                # policy is overwritten blindly"; a stale one is refused. The status (409 ABORTED) is
-                # the one https://cloud.google.com/iam/docs/retry-strategy names for concurrent
-                # read-modify-write ("Retry the whole read-modify-write sequence").
+                # Policy.etag (https://cloud.google.com/resource-manager/reference/rest/Shared.Types/Policy):
+                # "systems are expected to put that etag in the request to setIamPolicy to ensure that
+                # their change will be applied to the same version of the policy". The answer to a
+                # stale etag, 409 ABORTED, is what https://cloud.google.com/iam/docs/retry-strategy
+                # tells clients to retry by repeating the whole read-modify-write.
                 raise GoogleError(409, "There were concurrent policy changes. Please retry the whole read-modify-write with exponential backoff.", "aborted")
             _check_policy(policy, bindings)
             new = _apply_update_mask(cur, policy, (body or {}).get("updateMask"))
@@ -577,9 +582,11 @@ class Emulator:
         self._require(project, dataset, *needs)
         with self.state.lock:
             ds = self._ds(project, dataset)
-            # https://cloud.google.com/bigquery/docs/reference/rest/v2/datasets#Dataset.FIELDS.etag
-            # the etag guards read-modify-write; google-cloud-bigquery sends it as If-Match and a
-            # stale one answers 412 "Precondition check failed."
+            # The etag guards read-modify-write ("Using patch in a read-modify-write cycle",
+            # https://cloud.google.com/bigquery/docs/api-performance#read-patch-write);
+            # google-cloud-bigquery sends it as If-Match. The answer to a stale one, 412
+            # "Precondition check failed.", is observed: googleapis/python-bigquery#772,
+            # googleapis/google-cloud-python#5588.
             if if_match and if_match != ds["etag"]:
                 raise GoogleError(412, "Precondition check failed.", "conditionNotMet")
             conditional = any(a.get("condition") for a in ds.get("access", []) + list((body or {}).get("access") or []))
