@@ -20,9 +20,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from cdsops.emulator import Emulator  # noqa: E402
-from cdsops.providers.google import GoogleAccessProvider, GoogleGroupProvider, build_service  # noqa: E402
-from cdsops.providers.retry import Backoff  # noqa: E402
+from cdsops.emulator import Emulator
+from cdsops.providers.google import (
+    GoogleAccessProvider,
+    GoogleGroupProvider,
+    build_service,
+)
+from cdsops.providers.retry import Backoff
 
 G = "data@example.org"
 

@@ -27,18 +27,19 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import datetime, timezone
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 __all__ = [
-    "BigQueryUnavailable",
     "ENDPOINT_ENV",
     "IDENT_RE",
     "PROJECT_RE",
+    "BigQueryUnavailable",
     "make_client",
-    "run_query",
     "quote_table",
+    "run_query",
 ]
 
 ENDPOINT_ENV = "CDSOPS_BIGQUERY_ENDPOINT"
@@ -182,9 +183,9 @@ def is_not_found(exc: BaseException) -> bool:
 
 def api_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean "the call failed" (as opposed to a bug in cdsops)."""
+    import requests
     from google.api_core import exceptions as gexc
     from google.auth import exceptions as aexc
-    import requests
 
     return (gexc.GoogleAPIError, aexc.GoogleAuthError, requests.exceptions.RequestException, OSError)
 
@@ -279,7 +280,7 @@ def load_stage_table(client: Any, project: str, dataset: str, table: str, schema
 
     bq_schema = [bigquery.SchemaField(c, t, mode=m) for c, t, m in schema]
     tbl = bigquery.Table(f"{project}.{dataset}.{table}", schema=bq_schema)
-    tbl.expires = datetime.now(timezone.utc) + timedelta(days=1)
+    tbl.expires = datetime.now(UTC) + timedelta(days=1)
     client.create_table(tbl, retry=api_retry(), timeout=timeout_seconds())
     buf = io.BytesIO()
     pq.write_table(arrow_table(schema, rows), buf)
@@ -327,7 +328,7 @@ def estimate_scan_bytes(client: Any, project: str, dataset: str, table: str, col
     params = []
     if since is not None:
         sql += " WHERE DATE(submitted_at) >= DATE(@since)"
-        params.append(scalar("since", "TIMESTAMP", since.astimezone(timezone.utc)))
+        params.append(scalar("since", "TIMESTAMP", since.astimezone(UTC)))
     _job, rows = run_query(client, sql, params)
     return int(next(iter(rows)).values()[0])
 

@@ -14,20 +14,19 @@ caller stops (see the guards).
 from __future__ import annotations
 
 import csv
-import io
 import operator
 import os
-import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from . import bq
 from .bq import IDENT_RE, PROJECT_RE
 from .registrations import COLUMNS, REQUIRED_COLUMNS, normalize_header
 
-__all__ = ["SourceError", "SourceRead", "parse_source", "read_source", "read_bigquery_registrations", "Source", "check_columns"]
+__all__ = ["Source", "SourceError", "SourceRead", "check_columns", "parse_source", "read_bigquery_registrations", "read_source"]
 
 # Types a registration column may have in BigQuery (anything scalar and orderable).
 BQ_SCALAR_TYPES = frozenset({
@@ -84,7 +83,7 @@ def parse_source(uri: str) -> Source:
         if not IDENT_RE.match(table):
             raise SourceError(f"invalid DuckDB table name {table!r}")
         return Source("duckdb", uri, path=path, table=table)
-    path = uri[len("csv:") :] if uri.startswith("csv:") else uri
+    path = uri.removeprefix("csv:")
     return Source("csv", uri, path=path)
 
 
@@ -128,7 +127,7 @@ def iter_csv(path: str | os.PathLike[str]) -> Iterator[tuple[Any, ...]]:
     index = [first.get(c) for c in COLUMNS]
     width = max(i for i in index if i is not None) + 1
     if None in index:
-        pick = lambda record: tuple(record[i] if i is not None else None for i in index)  # noqa: E731
+        pick = lambda record: tuple(record[i] if i is not None else None for i in index)
     else:
         pick = operator.itemgetter(*index)
 
@@ -154,7 +153,7 @@ def iter_csv(path: str | os.PathLike[str]) -> Iterator[tuple[Any, ...]]:
 def _open_csv(p: Path) -> tuple[Any, Any, list[str]]:
     """(open file, csv reader past the header, normalized column names); closed on any error."""
     try:
-        fh = open(p, encoding="utf-8-sig", newline="")
+        fh = open(p, encoding="utf-8-sig", newline="")  # noqa: SIM115 (the lazy row iterator closes it)
     except FileNotFoundError:
         raise SourceError(f"source file {p} does not exist") from None
     except OSError as exc:
@@ -215,10 +214,12 @@ def read_duckdb(path: str, table: str) -> list[tuple[Any, ...]]:
 
 
 def _has_rowid(con: Any, table: str) -> bool:
+    import duckdb
+
     try:
         con.execute(f'SELECT rowid FROM "{table}" LIMIT 0')
         return True
-    except Exception:
+    except duckdb.Error:
         return False
 
 
@@ -266,7 +267,7 @@ def read_bigquery_registrations(
         for r in rows:
             v = r.get("submitted_at")
             if isinstance(v, datetime) and v.tzinfo is None:
-                r["submitted_at"] = v.replace(tzinfo=timezone.utc)
+                r["submitted_at"] = v.replace(tzinfo=UTC)
     return rows, not incremental, (since if incremental else None)
 
 
@@ -306,7 +307,7 @@ def _bq_select(ref: str, fields: dict[str, Any], wanted: list[str], since: datet
     sub_type = (fields["submitted_at"].field_type or "").upper()
     params: list[Any] = []
     if since is not None and sub_type in BQ_INCREMENTAL_TYPES:
-        stamp = since.astimezone(timezone.utc)
+        stamp = since.astimezone(UTC)
         params.append(bq.scalar("since", sub_type, stamp if sub_type == "TIMESTAMP" else stamp.replace(tzinfo=None)))
         sql += f" WHERE `{fields['submitted_at'].name}` >= @since"
     return sql + " ORDER BY " + ", ".join(wanted), params

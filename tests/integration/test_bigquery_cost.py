@@ -8,14 +8,13 @@ that a table partitioned by ``DATE(submitted_at)`` keeps after pruning.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from cdsops import bq
 from cdsops.config import Config
-from cdsops.registrations import COLUMNS
 from cdsops.service import roster_sync
 from cdsops.testing import bigquery_client, emulator_fixture, new_dataset
 
@@ -27,7 +26,7 @@ SCHEMA: bq.Schema = (
     ("city", "STRING", "NULLABLE"), ("country", "STRING", "NULLABLE"), ("agreed_dua", "BOOL", "NULLABLE"),
     ("agreed_terms", "STRING", "NULLABLE"),
 )
-NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
 
 def source_table(client: Any, endpoint: str, old: int, new: int) -> str:

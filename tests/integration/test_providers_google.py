@@ -13,8 +13,19 @@ import random
 import pytest
 
 from cdsops.emulator import Emulator
-from cdsops.providers.base import AccessProvider, GroupProvider, LimitExceeded, ProviderError, QuotaExceeded, VerificationFailed
-from cdsops.providers.google import GoogleAccessProvider, GoogleGroupProvider, build_service
+from cdsops.providers.base import (
+    AccessProvider,
+    GroupProvider,
+    LimitExceeded,
+    ProviderError,
+    QuotaExceeded,
+    VerificationFailed,
+)
+from cdsops.providers.google import (
+    GoogleAccessProvider,
+    GoogleGroupProvider,
+    build_service,
+)
 from cdsops.providers.retry import Backoff
 
 pytestmark = pytest.mark.integration
@@ -218,9 +229,9 @@ def cloud(emu: Emulator) -> Emulator:
 
 
 def access(emu: Emulator, sleeps: Sleeps, **kw) -> GoogleAccessProvider:
-    args = dict(project_roles=["roles/bigquery.jobUser", "roles/bigquery.readSessionUser"], datasets=["mimic", "notes"],
-                crm=build_service("crm", emulator=emu.url), bigquery=build_service("bigquery", emulator=emu.url),
-                backoff=Backoff(sleep=sleeps, rng=random.Random(0)))
+    args = {"project_roles": ["roles/bigquery.jobUser", "roles/bigquery.readSessionUser"], "datasets": ["mimic", "notes"],
+                "crm": build_service("crm", emulator=emu.url), "bigquery": build_service("bigquery", emulator=emu.url),
+                "backoff": Backoff(sleep=sleeps, rng=random.Random(0))}
     args.update(kw)
     return GoogleAccessProvider("Data@Example.org", "proj", **args)
 
@@ -253,6 +264,13 @@ def test_access_grants_to_the_group_only_and_is_idempotent(cloud: Emulator, slee
     assert writes == 3
     again = a.ensure()
     assert not again.changed and cloud.calls("crm.setIamPolicy") + cloud.calls("bigquery.datasets.patch") == writes
+
+
+def test_audit_configs_survive_the_providers_write(cloud: Emulator, sleeps: Sleeps) -> None:
+    audit = [{"service": "bigquery.googleapis.com", "auditLogConfigs": [{"logType": "DATA_READ"}]}]
+    cloud.state.policies["proj"]["auditConfigs"] = audit
+    assert access(cloud, sleeps).ensure().changed
+    assert cloud.policy("proj")["auditConfigs"] == audit  # the Data Access audit logs stay on
 
 
 def test_concurrent_writer_keeps_both_bindings(cloud: Emulator, sleeps: Sleeps) -> None:
@@ -321,8 +339,8 @@ def test_quota_on_access_stops_cleanly(cloud: Emulator, sleeps: Sleeps) -> None:
 )
 def test_access_config_errors(cloud: Emulator, sleeps: Sleeps, kw: dict, msg: str) -> None:
     g = kw.pop("group", "data@example.org")
-    args = dict(project_roles=["roles/bigquery.jobUser"], datasets=["mimic"], crm=build_service("crm", emulator=cloud.url),
-                bigquery=build_service("bigquery", emulator=cloud.url))
+    args = {"project_roles": ["roles/bigquery.jobUser"], "datasets": ["mimic"], "crm": build_service("crm", emulator=cloud.url),
+                "bigquery": build_service("bigquery", emulator=cloud.url)}
     args.update(kw)
     with pytest.raises(ValueError, match=msg):
         GoogleAccessProvider(g, "proj", **args)

@@ -32,7 +32,7 @@ import urllib.parse
 import uuid
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar, Self
 
 __all__ = ["Emulator", "Fault", "GoogleError"]
 
@@ -84,7 +84,7 @@ class GoogleError(Exception):
     https://cloud.google.com/bigquery/docs/error-messages
     """
 
-    _STATUS = {
+    _STATUS: ClassVar[dict[int, str]] = {
         400: "INVALID_ARGUMENT",
         403: "PERMISSION_DENIED",
         404: "NOT_FOUND",
@@ -244,7 +244,7 @@ class Emulator:
             self.add_fault(f)
 
     # -- lifecycle
-    def start(self) -> "Emulator":
+    def start(self) -> Emulator:
         handler = type("Handler", (_Handler,), {"emu": self})
         self._server = ThreadingHTTPServer((self.host, self.port), handler)
         self._server.daemon_threads = True
@@ -262,7 +262,7 @@ class Emulator:
             self._thread.join(5)
             self._thread = None
 
-    def __enter__(self) -> "Emulator":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -458,7 +458,7 @@ class Emulator:
             if token:
                 try:
                     last = base64.urlsafe_b64decode(token.encode()).decode()
-                except Exception:
+                except (ValueError, UnicodeDecodeError):
                     raise GoogleError(400, "Invalid pageToken", "invalid") from None
                 import bisect
 
@@ -610,7 +610,7 @@ class Emulator:
             self.state.mail.append(copy.deepcopy(body))
 
     # -- dispatch (shared by plain requests and batch parts)
-    _ROUTES = [
+    _ROUTES: ClassVar[list[tuple[str, re.Pattern[str], str]]] = [
         ("GET", re.compile(r"/admin/directory/v1/groups/([^/]+)/members\Z"), "directory.members.list"),
         ("POST", re.compile(r"/admin/directory/v1/groups/([^/]+)/members\Z"), "directory.members.insert"),
         ("DELETE", re.compile(r"/admin/directory/v1/groups/([^/]+)/members/([^/]+)\Z"), "directory.members.delete"),
@@ -906,7 +906,7 @@ class _Handler(BaseHTTPRequestHandler):
         # the client's delayed ACK add ~40 ms to every keep-alive request.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - never log bodies or addresses
+    def log_message(self, format: str, *args: Any) -> None:
         if not self.emu.quiet:
             super().log_message("%s %s", self.command, urllib.parse.urlsplit(self.path).path.split("/members/")[0])
 

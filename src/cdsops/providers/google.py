@@ -18,8 +18,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from cdsops.identity import InvalidEmail, canonicalize
 from cdsops.providers.base import (
@@ -31,19 +32,28 @@ from cdsops.providers.base import (
     SyncReport,
     VerificationFailed,
 )
-from cdsops.providers.retry import FATAL, QUOTA, RETRIED_QUOTA_REASONS, RETRY, Backoff, RateLimiter, classify, error_reason
+from cdsops.providers.retry import (
+    FATAL,
+    QUOTA,
+    RETRIED_QUOTA_REASONS,
+    RETRY,
+    Backoff,
+    RateLimiter,
+    classify,
+    error_reason,
+)
 
 __all__ = [
+    "BATCH_MAX_CALLS",
     "EMULATOR_ENV",
+    "MEMBER_WRITE_BATCH",
+    "POLICY_MAX_GROUPS",
+    "POLICY_MAX_PRINCIPALS",
     "SCOPES",
+    "GoogleAccessProvider",
+    "GoogleGroupProvider",
     "GoogleService",
     "build_service",
-    "GoogleGroupProvider",
-    "GoogleAccessProvider",
-    "POLICY_MAX_PRINCIPALS",
-    "POLICY_MAX_GROUPS",
-    "BATCH_MAX_CALLS",
-    "MEMBER_WRITE_BATCH",
 ]
 
 log = logging.getLogger("cdsops.providers.google")
@@ -324,7 +334,7 @@ class GoogleGroupProvider:
             return members.insert(groupKey=self.group, body={"email": ident, "role": "MEMBER"})
         return members.delete(groupKey=self.group, memberKey=key)
 
-    def _run(self, ops: list[_Op], caller: _Caller, progress: "_Progress", report: Callable[..., SyncReport]) -> None:
+    def _run(self, ops: list[_Op], caller: _Caller, progress: _Progress, report: Callable[..., SyncReport]) -> None:
         """Send ``ops`` in batches; retry what failed transiently (429, 5xx, rate limits and
         ``quotaExceeded``) with backoff; stop cleanly on a daily limit; fail on anything else."""
         pending = list(ops)
@@ -351,7 +361,7 @@ class GoogleGroupProvider:
                 attempt += 1
                 self._before_retry(pending, attempt, progress, report)
 
-    def _before_retry(self, pending: list[_Op], attempt: int, progress: "_Progress", report: Callable[..., SyncReport]) -> None:
+    def _before_retry(self, pending: list[_Op], attempt: int, progress: _Progress, report: Callable[..., SyncReport]) -> None:
         if attempt >= self.backoff.max_attempts:
             what = f"({', '.join(sorted(progress.quota))}) " if progress.quota else ""
             error = QuotaExceeded if progress.quota else ProviderError
@@ -363,7 +373,7 @@ class GoogleGroupProvider:
         self.backoff.wait(attempt - 1)
         progress.quota.clear()
 
-    def _send_batch(self, chunk: list[_Op], caller: _Caller, progress: "_Progress", report: Callable[..., SyncReport]) -> None:
+    def _send_batch(self, chunk: list[_Op], caller: _Caller, progress: _Progress, report: Callable[..., SyncReport]) -> None:
         from googleapiclient.errors import HttpError
 
         results: dict[str, Any] = {}

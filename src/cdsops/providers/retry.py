@@ -19,10 +19,10 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
-__all__ = ["Backoff", "RateLimiter", "classify", "error_reason", "RETRY", "QUOTA", "FATAL", "RETRIED_QUOTA_REASONS"]
+__all__ = ["FATAL", "QUOTA", "RETRIED_QUOTA_REASONS", "RETRY", "Backoff", "RateLimiter", "classify", "error_reason"]
 
 RETRY, QUOTA, FATAL = "retry", "quota", "fatal"
 #: quota reasons that are retried with backoff like a rate limit (concurrent-request limits)
@@ -65,7 +65,7 @@ class RateLimiter:
 
         self.calls, self.window = calls, per_seconds * (1 + margin) + margin
         self.clock, self.sleep = clock, sleep
-        self._log: "collections.deque[float]" = collections.deque()
+        self._log: collections.deque[float] = collections.deque()
         self.waited = 0.0
 
     def acquire(self, n: int = 1) -> None:

@@ -32,15 +32,26 @@ import json
 import random
 import secrets
 import time
-from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
 
 from .. import bq
 from ..config import Config
 from ..registrations import Registration
 from ..roster import Profile, RosterBase, Student, SyncOutcome
 from ..roster import sync as roster_sync
-from .base import STUDENT_COLUMNS, ChangeRecord, change_from_row, Snapshot, StoreError, SyncFn, format_meta_time, student_from_row, utc
+from .base import (
+    STUDENT_COLUMNS,
+    ChangeRecord,
+    Snapshot,
+    StoreError,
+    SyncFn,
+    change_from_row,
+    format_meta_time,
+    student_from_row,
+    utc,
+)
 
 __all__ = ["BigQueryStore", "revision_of"]
 
@@ -397,7 +408,7 @@ class BigQueryStore:
                 s.student_id, s.identity, s.username, s.host, [utc(t) for t in s.agreements],
                 utc(s.first_registered_at), utc(s.last_registered_at), utc(s.expires_at), s.admission,
                 utc(s.admitted_at), stamp,
-            )  # fmt: skip
+            )
             for s in students
         ]
         t = self._t["students"]
@@ -480,7 +491,7 @@ class BigQueryStore:
                 r.run_id, utc(r.at), r.kind, r.student_id, r.username,
                 json.dumps(r.before, sort_keys=True) if r.before is not None else None,
                 json.dumps(r.after, sort_keys=True) if r.after is not None else None,
-            )  # fmt: skip
+            )
             for r in records
         ]
         stage = None
@@ -526,7 +537,7 @@ class BigQueryStore:
         if client is not None:
             try:
                 client.close()
-            except Exception:  # noqa: BLE001 (closing is best effort)
+            except Exception:  # noqa: BLE001, S110 (closing is best effort)
                 pass
 
 
