@@ -239,7 +239,8 @@ def test_control_endpoint_over_http(emu: Emulator) -> None:
 
 
 def test_command_line_runs_and_stops() -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "cdsops.emulator", "--port", "0", "--group", G, "--fault", "503:directory:1"],
+    proc = subprocess.Popen([sys.executable, "-m", "cdsops.emulator", "--port", "0", "--group", G, "--fault", "503:directory:1",
+                             "--dataset", "proj:mimic", "--bigquery-role", "roles/bigquery.dataViewer", "--stale-reads", "1"],
                             stdout=subprocess.PIPE, text=True)
     try:
         url = json.loads(proc.stdout.readline())["emulator"]
@@ -247,6 +248,11 @@ def test_command_line_runs_and_stops() -> None:
         with pytest.raises(HttpError):
             m.list(groupKey=G).execute()
         assert m.list(groupKey=G).execute()["kind"] == "admin#directory#members"
+        d = build_service("bigquery", emulator=url).resource.datasets()
+        assert d.get(projectId="proj", datasetId="mimic").execute()["access"] == []  # a viewer may read
+        with pytest.raises(HttpError) as denied:
+            d.patch(projectId="proj", datasetId="mimic", body={"access": []}).execute()
+        assert denied.value.resp.status == 403
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
