@@ -119,6 +119,7 @@ def make_client(project: str, *, drive: bool = False) -> Any:
     ``drive=True`` adds the Drive read-only scope a Google-Sheet-backed table needs."""
     if not PROJECT_RE.match(project or ""):
         raise BigQueryUnavailable(f"invalid BigQuery project id {project!r}")
+    timeout_seconds(), max_bytes_billed()  # a bad setting is a clear error here, before any job
     from google.cloud import bigquery
 
     location = os.environ.get("CDSOPS_BIGQUERY_LOCATION") or None

@@ -85,6 +85,10 @@ def test_every_query_job_carries_maximum_bytes_billed(bq_emulator, monkeypatch, 
     monkeypatch.setenv("CDSOPS_BIGQUERY_MAX_BYTES_BILLED", "lots")
     with pytest.raises(bq.BigQueryUnavailable, match="whole number of bytes"):
         bq.max_bytes_billed()
+    from cdsops.store.base import StoreError
+
+    with pytest.raises(StoreError, match="CDSOPS_BIGQUERY_MAX_BYTES_BILLED must be a whole number"):
+        roster_sync(uri_src, uri_roster, Config(), now=NOW)  # one clear line, nothing run
 
 
 def test_a_google_sheet_backed_table_needs_the_drive_scope() -> None:
