@@ -480,3 +480,39 @@ def test_production_path_uses_the_key_scopes_and_delegated_subject(emu: Emulator
                           "aud": "https://oauth2.googleapis.com/token"}
     assert len(emu.token_requests) == 3
     assert build_service("directory", credentials_file=str(sa), subject="a@example.org").batch_uri == "https://admin.googleapis.com/batch"
+
+
+def test_every_client_takes_the_key_from_google_application_credentials(emu: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """One credentials source: with only GOOGLE_APPLICATION_CREDENTIALS set, the BigQuery client
+    (roster, registrations) and the providers' clients all ask for tokens with that key."""
+    import json as _json
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from cdsops import bq
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    sa = tmp_path / "google-sa.json"
+    sa.write_text(_json.dumps({
+        "type": "service_account", "project_id": "course-project", "private_key_id": "0", "private_key": pem,
+        "client_email": "cdsops-sync@course-project.iam.gserviceaccount.com", "client_id": "1",
+        "token_uri": emu.url + "/token",
+    }))
+    for var in ("CDSOPS_GOOGLE_EMULATOR", "CDSOPS_BIGQUERY_ENDPOINT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(sa))
+    monkeypatch.setenv("CDSOPS_BIGQUERY_TIMEOUT", "2")
+    for drive in (False, True):
+        client = bq.make_client("course-project", drive=drive)
+        with pytest.raises(Exception):  # noqa: B017, PT011 (Google itself is unreachable from here; the token request is what counts)
+            client.get_table("course-project.forms.reg", timeout=2, retry=None)
+        scope = emu.token_requests[-1]["scope"].split()
+        assert scope == ["https://www.googleapis.com/auth/bigquery"] + (["https://www.googleapis.com/auth/drive.readonly"] if drive else [])
+        assert emu.token_requests[-1]["iss"] == "cdsops-sync@course-project.iam.gserviceaccount.com"
+    svc = build_service("directory", subject="groups-admin@example.org", timeout=2)  # no credentials_file: the same key
+    with pytest.raises(Exception):  # noqa: B017, PT011 (as above)
+        svc.resource.members().list(groupKey=G).execute(num_retries=0)
+    assert emu.token_requests[-1]["sub"] == "groups-admin@example.org"
+    assert emu.token_requests[-1]["iss"] == "cdsops-sync@course-project.iam.gserviceaccount.com"
