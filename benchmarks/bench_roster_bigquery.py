@@ -53,7 +53,7 @@ def load_source(client, dataset: str, rows: list[list[str]]) -> None:
         bigquery.SchemaField("agreed_terms", "STRING"),
     ]
     client.create_table(bigquery.Table(f"{PROJECT}.{dataset}.registrations", schema=schema))
-    cols = list(zip(*rows))
+    cols = list(zip(*rows, strict=True))
     table = pa.table(
         {
             "submitted_at": pa.array([datetime.fromisoformat(t) for t in cols[0]], pa.timestamp("us", tz="UTC")),

@@ -244,7 +244,7 @@ def struct_array_param(name: str, schema: Schema, rows: Iterable[Sequence[Any]])
     structs = []
     for row in rows:
         members = []
-        for (col, typ, mode), value in zip(schema, row):
+        for (col, typ, mode), value in zip(schema, row, strict=True):
             if mode == "REPEATED":
                 members.append(bigquery.ArrayQueryParameter(col, typ, list(value)))
             else:

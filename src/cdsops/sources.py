@@ -127,7 +127,7 @@ def iter_csv(path: str | os.PathLike[str]) -> Iterator[tuple[Any, ...]]:
     index = [first.get(c) for c in COLUMNS]
     width = max(i for i in index if i is not None) + 1
     if None in index:
-        pick = lambda record: tuple(record[i] if i is not None else None for i in index)
+        pick = lambda record: tuple(record[i] if i is not None else None for i in index)  # noqa: E731 (one expression, picked once)
     else:
         pick = operator.itemgetter(*index)
 
@@ -260,7 +260,7 @@ def read_bigquery_registrations(
     incremental = bool(params)
     try:
         _job, result = bq.run_query(client, sql, params)
-        rows = [dict(zip(wanted, r.values())) for r in result]
+        rows = [dict(zip(wanted, r.values(), strict=True)) for r in result]
     except bq.api_errors() as exc:
         raise _bq_failure(exc, where, "read") from None
     if (fields["submitted_at"].field_type or "").upper() == "DATETIME":

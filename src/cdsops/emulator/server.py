@@ -831,7 +831,8 @@ def _check_policy(policy: dict[str, Any], bindings: list[dict[str, Any]]) -> Non
     principals = [m for b in bindings for m in b.get("members", [])]
     groups = [m for m in principals if m.startswith("group:")]
     if len(principals) > POLICY_MAX_PRINCIPALS:
-        raise GoogleError(400, f"The number of members in the policy ({len(principals)}) is larger than the maximum allowed size {POLICY_MAX_PRINCIPALS}.", "badRequest")
+        raise GoogleError(400, f"The number of members in the policy ({len(principals)}) is larger than the maximum allowed size "
+                               f"{POLICY_MAX_PRINCIPALS}.", "badRequest")
     if len(groups) > POLICY_MAX_GROUPS:
         raise GoogleError(400, f"The number of groups in the policy ({len(groups)}) is larger than the maximum allowed size {POLICY_MAX_GROUPS}.", "badRequest")
 

@@ -571,7 +571,8 @@ class GoogleAccessProvider:
 
     # -- BigQuery dataset access
     def _dataset_roles_of(self, ds: dict[str, Any]) -> tuple[str, ...]:
-        return tuple(sorted({_bq_role(a.get("role", "")) for a in ds.get("access", []) if (a.get("groupByEmail") or "").lower() == self.group and not a.get("condition")}))
+        mine = [a for a in ds.get("access", []) if (a.get("groupByEmail") or "").lower() == self.group and not a.get("condition")]
+        return tuple(sorted({_bq_role(a.get("role", "")) for a in mine}))
 
     def _plan_dataset(self, dataset: str, caller: _Caller) -> _Plan:
         name = f"datasets/{self.project}/{dataset}"
