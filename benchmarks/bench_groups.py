@@ -62,6 +62,20 @@ def bench_local(n: int) -> dict[str, float]:
     return out
 
 
+def bench_access(emu: Emulator) -> dict[str, float]:
+    emu.create_project("proj", [{"role": "roles/owner", "members": ["user:admin@example.org"]}])
+    for d in ("mimic", "notes", "labs"):
+        emu.create_dataset("proj", d)
+    a = GoogleAccessProvider(G, "proj", project_roles=["roles/bigquery.jobUser"], datasets=["mimic", "notes", "labs"],
+                             crm=build_service("crm", emulator=emu.url), bigquery=build_service("bigquery", emulator=emu.url))
+    a.ensure()
+    t0 = time.perf_counter()
+    rep = a.ensure()
+    dt = time.perf_counter() - t0
+    print(f"access pass with nothing to do:  {dt:7.3f} s  {rep.api_calls} API calls (1 policy + 3 datasets, reads only)")
+    return {"seconds": round(dt, 3), "api_calls": rep.api_calls}
+
+
 def bench_batch_sizes(n: int) -> list[dict[str, object]]:
     """Additions of ``n`` members per member-write batch size, against an emulator that refuses the
     writes of a batch beyond 50 with quotaExceeded (retried with backoff; sleeps not taken here,
@@ -124,17 +138,7 @@ def main() -> int:
             print(f"  {2 * k:6d} changes: {rep.api_calls:6d} API calls = {pages} list pages + {calls_beyond_list} changes, "
                   f"{rep.http_requests} HTTP requests, {dt:6.2f} s")
 
-        emu.create_project("proj", [{"role": "roles/owner", "members": ["user:admin@example.org"]}])
-        for d in ("mimic", "notes", "labs"):
-            emu.create_dataset("proj", d)
-        a = GoogleAccessProvider(G, "proj", project_roles=["roles/bigquery.jobUser"], datasets=["mimic", "notes", "labs"],
-                                 crm=build_service("crm", emulator=emu.url), bigquery=build_service("bigquery", emulator=emu.url))
-        a.ensure()
-        t0 = time.perf_counter()
-        rep = a.ensure()
-        dt = time.perf_counter() - t0
-        results["access_no_change"] = {"seconds": round(dt, 3), "api_calls": rep.api_calls}
-        print(f"access pass with nothing to do:  {dt:7.3f} s  {rep.api_calls} API calls (1 policy + 3 datasets, reads only)")
+        results["access_no_change"] = bench_access(emu)
     results["batch_sizes"] = bench_batch_sizes(min(n, 5000))
     results["local"] = bench_local(n)
     print(json.dumps({"bench_groups": results}))
