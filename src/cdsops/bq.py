@@ -1,4 +1,7 @@
-"""BigQuery edge of cdsops: the client, small query helpers, and the registration source.
+"""BigQuery edge of cdsops: the client and small query and staging helpers.
+
+The registration source (``sources``) and the roster store (``store.bigquery_store``) use
+this module; it uses neither.
 
 Only the official ``google-cloud-bigquery`` client is used.
 
@@ -13,44 +16,44 @@ Other settings (environment):
 - ``CDSOPS_BIGQUERY_TIMEOUT`` (seconds, default 120): how long API calls are retried and
   how long a query may run before the read or write is given up with a clear error;
 - ``CDSOPS_BIGQUERY_LOCATION``: the location of the datasets (e.g. ``EU``), if not the default;
-- ``CDSOPS_BIGQUERY_MAX_BYTES_BILLED``: refuse queries that would bill more than this.
+- ``CDSOPS_BIGQUERY_MAX_BYTES_BILLED`` (bytes, default 1 GB): every query job carries it as
+  ``maximum_bytes_billed``; a query that would bill more fails without being billed.
 
-Every query is parameterized; identifiers come from ``sources.parse_source`` /
-``store.open_store`` (validated) and are quoted with backticks.
+Every query is parameterized; identifiers are checked with :data:`PROJECT_RE` /
+:data:`IDENT_RE` (``sources.parse_source``, ``store.open_store``, :func:`quote_table`) and are quoted with backticks.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlsplit
 
-from .registrations import COLUMNS, REQUIRED_COLUMNS, normalize_header
-
 __all__ = [
-    "BigQueryUnavailable",
     "ENDPOINT_ENV",
+    "IDENT_RE",
+    "PROJECT_RE",
+    "BigQueryUnavailable",
     "make_client",
-    "read_bigquery_registrations",
-    "run_query",
     "quote_table",
+    "run_query",
 ]
 
 ENDPOINT_ENV = "CDSOPS_BIGQUERY_ENDPOINT"
 TIMEOUT_ENV = "CDSOPS_BIGQUERY_TIMEOUT"
 DEFAULT_TIMEOUT = 120.0
 PAGE_SIZE = 10_000
+MAX_BYTES_ENV = "CDSOPS_BIGQUERY_MAX_BYTES_BILLED"
+#: 1 GB: a whole-table read of 100,000 registrations or students bills about 20-30 MB
+DEFAULT_MAX_BYTES_BILLED = 1_000_000_000
 
-from .sources import _PROJECT_RE  # noqa: E402  (one rule for project ids)
-_IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,1023}\Z")
-# Types a registration column may have (anything scalar and orderable).
-_SCALAR_TYPES = {
-    "STRING", "TIMESTAMP", "DATETIME", "DATE", "BOOL", "BOOLEAN", "INT64", "INTEGER",
-    "FLOAT64", "FLOAT", "NUMERIC", "BIGNUMERIC",
-}  # fmt: skip
-_INCREMENTAL_TYPES = {"TIMESTAMP", "DATETIME"}
+#: BigQuery project ids (real ones: 6-30 characters; emulators accept more), the one rule
+PROJECT_RE = re.compile(r"[a-z0-9][a-z0-9.:_-]{0,99}\Z")
+#: dataset and table names (BigQuery allows up to 1,024 letters, digits and underscores)
+IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,1023}\Z")
 
 
 class BigQueryUnavailable(RuntimeError):
@@ -81,10 +84,42 @@ def endpoint() -> str | None:
     return raw.rstrip("/")
 
 
-def make_client(project: str) -> Any:
-    """A ``google.cloud.bigquery.Client`` for ``project`` (jobs run and are billed there)."""
-    if not _PROJECT_RE.match(project or ""):
+def max_bytes_billed() -> int:
+    """The cap every query job carries (``maximum_bytes_billed``): BigQuery fails a query that
+    would bill more, before it runs, instead of billing it."""
+    raw = os.environ.get(MAX_BYTES_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_BYTES_BILLED
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BigQueryUnavailable(f"{MAX_BYTES_ENV} must be a whole number of bytes, got {raw!r}") from None
+    if value <= 0:
+        raise BigQueryUnavailable(f"{MAX_BYTES_ENV} must be positive, got {raw!r}")
+    return value
+
+
+BIGQUERY_SCOPE = "https://www.googleapis.com/auth/bigquery"
+#: querying a table backed by a Google Sheet reads the sheet through Drive
+#: (https://cloud.google.com/bigquery/docs/external-data-drive#python)
+DRIVE_READONLY_SCOPE = "https://www.googleapis.com/auth/drive.readonly"
+
+
+def needs_drive_scope(table: Any) -> bool:
+    """True for an external table whose data is a Google Sheet (``sourceFormat GOOGLE_SHEETS``)."""
+    config = getattr(table, "external_data_configuration", None)
+    return getattr(table, "table_type", "") == "EXTERNAL" and getattr(config, "source_format", "") == "GOOGLE_SHEETS"
+
+
+def make_client(project: str, *, drive: bool = False) -> Any:
+    """A ``google.cloud.bigquery.Client`` for ``project`` (jobs run and are billed there).
+
+    Credentials: Application Default Credentials, i.e. the key file named by
+    ``GOOGLE_APPLICATION_CREDENTIALS`` (the one credentials source of every cdsops client);
+    ``drive=True`` adds the Drive read-only scope a Google-Sheet-backed table needs."""
+    if not PROJECT_RE.match(project or ""):
         raise BigQueryUnavailable(f"invalid BigQuery project id {project!r}")
+    timeout_seconds(), max_bytes_billed()  # a bad setting is a clear error here, before any job
     from google.cloud import bigquery
 
     location = os.environ.get("CDSOPS_BIGQUERY_LOCATION") or None
@@ -103,7 +138,7 @@ def make_client(project: str) -> Any:
     from google.auth.exceptions import DefaultCredentialsError
 
     try:
-        credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/bigquery"])
+        credentials, _ = google.auth.default(scopes=[BIGQUERY_SCOPE] + ([DRIVE_READONLY_SCOPE] if drive else []))
     except DefaultCredentialsError as exc:
         raise BigQueryUnavailable(
             "no Google credentials found: set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file "
@@ -114,9 +149,9 @@ def make_client(project: str) -> Any:
 
 def quote_table(project: str, dataset: str, table: str) -> str:
     for what, name in (("dataset", dataset), ("table", table)):
-        if not _IDENT_RE.match(name or ""):
+        if not IDENT_RE.match(name or ""):
             raise BigQueryUnavailable(f"invalid BigQuery {what} name {name!r}")
-    if not _PROJECT_RE.match(project or ""):
+    if not PROJECT_RE.match(project or ""):
         raise BigQueryUnavailable(f"invalid BigQuery project id {project!r}")
     return f"`{project}.{dataset}.{table}`"
 
@@ -149,9 +184,9 @@ def is_not_found(exc: BaseException) -> bool:
 
 def api_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean "the call failed" (as opposed to a bug in cdsops)."""
+    import requests
     from google.api_core import exceptions as gexc
     from google.auth import exceptions as aexc
-    import requests
 
     return (gexc.GoogleAPIError, aexc.GoogleAuthError, requests.exceptions.RequestException, OSError)
 
@@ -190,96 +225,12 @@ def run_query(
     from google.cloud import bigquery
     from google.cloud.bigquery.retry import DEFAULT_JOB_RETRY
 
-    cfg = bigquery.QueryJobConfig(query_parameters=list(params))
-    max_bytes = os.environ.get("CDSOPS_BIGQUERY_MAX_BYTES_BILLED", "").strip()
-    if max_bytes:
-        cfg.maximum_bytes_billed = int(max_bytes)
+    cfg = bigquery.QueryJobConfig(query_parameters=list(params), maximum_bytes_billed=max_bytes_billed())
     deadline = timeout_seconds()
     job_retry = DEFAULT_JOB_RETRY.with_deadline(deadline) if retry_job else None
     job = client.query(sql, job_config=cfg, retry=api_retry(), job_retry=job_retry, timeout=deadline)
     rows = job.result(retry=api_retry(), timeout=deadline, page_size=page_size)
     return job, rows
-
-
-# -- the registration source ---------------------------------------------------------
-def read_bigquery_registrations(
-    project: str,
-    dataset: str,
-    table: str,
-    *,
-    since: datetime | None = None,
-    client: Any = None,
-) -> tuple[list[dict[str, Any]], bool, datetime | None]:
-    """Read registration rows from ``project.dataset.table``.
-
-    Returns ``(rows, complete, effective_since)``. ``rows`` are dicts keyed by the names
-    of :data:`cdsops.registrations.COLUMNS` (columns the table lacks are left out, like
-    a CSV export without them), ordered by ``submitted_at`` and then the other columns
-    so row numbers in rejections are stable. When ``since`` is given and
-    ``submitted_at`` is a TIMESTAMP (or DATETIME, taken as UTC) column, only rows with
-    ``submitted_at >= since`` are read and ``complete`` is False (an empty incremental
-    read is not an empty source); a STRING ``submitted_at`` means a full read.
-    """
-    from .sources import SourceError
-
-    where = f"BigQuery table {project}.{dataset}.{table}"
-    try:
-        ref = quote_table(project, dataset, table)
-        if client is None:
-            client = make_client(project)
-    except BigQueryUnavailable as exc:
-        raise SourceError(f"cannot read {where}: {exc}") from None
-    try:
-        meta = client.get_table(f"{project}.{dataset}.{table}", retry=api_retry(), timeout=timeout_seconds())
-    except api_errors() as exc:
-        if is_not_found(exc):
-            raise SourceError(f"{where} does not exist (or its dataset does not); nothing was changed") from None
-        raise SourceError(f"cannot reach {where}: {describe_error(exc)}; nothing was changed") from None
-
-    fields: dict[str, Any] = {}
-    for f in meta.schema:
-        col = normalize_header(f.name)
-        if col in COLUMNS and col not in fields:
-            fields[col] = f
-    missing = [c for c in REQUIRED_COLUMNS if c not in fields]
-    if missing:
-        raise SourceError(f"{where} lacks required column(s): {', '.join(missing)} (expected {', '.join(COLUMNS)})")
-    wanted = [c for c in COLUMNS if c in fields]
-    select = []
-    for col in wanted:
-        f = fields[col]
-        ftype = (f.field_type or "").upper()
-        if f.mode == "REPEATED" or ftype not in _SCALAR_TYPES:
-            raise SourceError(f"{where}: column {f.name} has unsupported type {f.mode or ''} {ftype}".replace("  ", " "))
-        if "`" in f.name or "\\" in f.name:
-            raise SourceError(f"{where}: column name {f.name!r} cannot be quoted safely")
-        select.append(f"`{f.name}` AS {col}")
-    sub_type = (fields["submitted_at"].field_type or "").upper()
-    incremental = since is not None and sub_type in _INCREMENTAL_TYPES
-    params: list[Any] = []
-    sql = f"SELECT {', '.join(select)} FROM {ref}"
-    if incremental:
-        assert since is not None
-        sub = "`" + fields["submitted_at"].name + "`"
-        if sub_type == "TIMESTAMP":
-            params.append(scalar("since", "TIMESTAMP", since.astimezone(timezone.utc)))
-        else:
-            params.append(scalar("since", "DATETIME", since.astimezone(timezone.utc).replace(tzinfo=None)))
-        sql += f" WHERE {sub} >= @since"
-    sql += " ORDER BY " + ", ".join(wanted)
-    try:
-        _job, result = run_query(client, sql, params)
-        rows = [dict(zip(wanted, r.values())) for r in result]
-    except api_errors() as exc:
-        if is_not_found(exc):
-            raise SourceError(f"{where} does not exist (or its dataset does not); nothing was changed") from None
-        raise SourceError(f"cannot read {where}: {describe_error(exc)}; nothing was changed") from None
-    if sub_type == "DATETIME":
-        for r in rows:
-            v = r.get("submitted_at")
-            if isinstance(v, datetime) and v.tzinfo is None:
-                r["submitted_at"] = v.replace(tzinfo=timezone.utc)
-    return rows, not incremental, (since if incremental else None)
 
 
 # -- writing rows: inline parameters for small batches, a staged table for large ones --
@@ -293,7 +244,7 @@ def struct_array_param(name: str, schema: Schema, rows: Iterable[Sequence[Any]])
     structs = []
     for row in rows:
         members = []
-        for (col, typ, mode), value in zip(schema, row):
+        for (col, typ, mode), value in zip(schema, row, strict=True):
             if mode == "REPEATED":
                 members.append(bigquery.ArrayQueryParameter(col, typ, list(value)))
             else:
@@ -330,7 +281,7 @@ def load_stage_table(client: Any, project: str, dataset: str, table: str, schema
 
     bq_schema = [bigquery.SchemaField(c, t, mode=m) for c, t, m in schema]
     tbl = bigquery.Table(f"{project}.{dataset}.{table}", schema=bq_schema)
-    tbl.expires = datetime.now(timezone.utc) + timedelta(days=1)
+    tbl.expires = datetime.now(UTC) + timedelta(days=1)
     client.create_table(tbl, retry=api_retry(), timeout=timeout_seconds())
     buf = io.BytesIO()
     pq.write_table(arrow_table(schema, rows), buf)
@@ -352,5 +303,37 @@ def drop_table(client: Any, project: str, dataset: str, table: str) -> None:
         pass  # it expires by itself within a day
 
 
-def iter_values(result: Any, convert: Callable[[Any], Any] | None = None) -> list[Any]:
-    return [convert(r) if convert else tuple(r.values()) for r in result]
+# -- cost model -----------------------------------------------------------------------
+#: bytes per value of a type (https://cloud.google.com/bigquery/pricing, "Data size calculation"):
+#: STRING is 2 bytes + its UTF-8 length; the fixed-size types below
+TYPE_BYTES = {"TIMESTAMP": 8, "DATETIME": 8, "DATE": 8, "INT64": 8, "INTEGER": 8, "FLOAT64": 8, "FLOAT": 8, "BOOL": 1, "BOOLEAN": 1}
+#: on-demand queries bill at least 10 MB per table referenced (https://cloud.google.com/bigquery/pricing)
+MIN_BILLED_BYTES = 10 * 1024 * 1024
+
+
+def estimate_scan_bytes(client: Any, project: str, dataset: str, table: str, columns: Sequence[tuple[str, str]],
+                        since: datetime | None) -> int:
+    """Bytes an on-demand query of ``columns`` with ``WHERE submitted_at >= @since`` scans when the
+    table is partitioned by ``DATE(submitted_at)``: the documented data sizes of those columns
+    over the partitions pruning keeps (every row when ``since`` is None). A model, computed with
+    SQL on the table itself, for emulators that report no bytes processed (bqemulator: 0)."""
+    parts = []
+    for name, typ in columns:
+        if not IDENT_RE.match(name):
+            raise BigQueryUnavailable(f"invalid column name {name!r}")
+        if typ.upper() == "STRING":
+            parts.append(f"IFNULL(2 + LENGTH(CAST(`{name}` AS BYTES)), 0)")
+        else:
+            parts.append(f"IF(`{name}` IS NULL, 0, {TYPE_BYTES[typ.upper()]})")
+    sql = f"SELECT IFNULL(SUM({' + '.join(parts)}), 0) FROM {quote_table(project, dataset, table)}"
+    params = []
+    if since is not None:
+        sql += " WHERE DATE(submitted_at) >= DATE(@since)"
+        params.append(scalar("since", "TIMESTAMP", since.astimezone(UTC)))
+    _job, rows = run_query(client, sql, params)
+    return int(next(iter(rows)).values()[0])
+
+
+def billed_bytes(scanned: int) -> int:
+    """On-demand bytes billed for one query that scans ``scanned`` bytes (the 10 MB minimum)."""
+    return max(MIN_BILLED_BYTES, scanned)

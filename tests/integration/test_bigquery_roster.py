@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from cdsops.bq import read_bigquery_registrations
+from cdsops.sources import read_bigquery_registrations
 from cdsops.config import Config
 from cdsops.identity import canonicalize
 from cdsops.registrations import COLUMNS, Registration

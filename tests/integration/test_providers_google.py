@@ -13,8 +13,19 @@ import random
 import pytest
 
 from cdsops.emulator import Emulator
-from cdsops.providers.base import AccessProvider, GroupProvider, LimitExceeded, ProviderError, QuotaExceeded
-from cdsops.providers.google import GoogleAccessProvider, GoogleGroupProvider, build_service
+from cdsops.providers.base import (
+    AccessProvider,
+    GroupProvider,
+    LimitExceeded,
+    ProviderError,
+    QuotaExceeded,
+    VerificationFailed,
+)
+from cdsops.providers.google import (
+    GoogleAccessProvider,
+    GoogleGroupProvider,
+    build_service,
+)
 from cdsops.providers.retry import Backoff
 
 pytestmark = pytest.mark.integration
@@ -77,10 +88,10 @@ def test_sync_sends_only_differences_compared_by_canonical_identity(emu: Emulato
 
 def test_batches_hold_at_most_batch_size_calls(emu: Emulator, sleeps: Sleeps) -> None:
     rep = group(emu, sleeps).sync(people(2500))
-    assert len(rep.added) == 2500 and emu.calls("batch") == 3
-    assert rep.api_calls == 1 + 2500
-    small = group(emu, sleeps, batch_size=100).sync(people(2500, 100))  # 100 removed, 100 added
-    assert emu.calls("batch") == 3 + 2 and len(small.added) == len(small.removed) == 100
+    assert len(rep.added) == 2500 and emu.calls("batch") == 50  # MEMBER_WRITE_BATCH = 50
+    assert rep.api_calls == 1 + 2500 and not sleeps.calls  # within the concurrent-write budget: no retry
+    small = group(emu, sleeps, batch_size=25).sync(people(2500, 100))  # 100 removed, 100 added
+    assert emu.calls("batch") == 50 + 8 and len(small.added) == len(small.removed) == 100
     with pytest.raises(ValueError, match="1000"):
         group(emu, sleeps, batch_size=1001)
     with pytest.raises(ValueError, match="200"):
@@ -112,15 +123,34 @@ def test_sync_converges_through_faults(emu: Emulator, sleeps: Sleeps, faults: li
     assert not group(emu, sleeps).sync(desired).changed
 
 
-def test_quota_exceeded_stops_cleanly_and_the_next_run_resumes(emu: Emulator, sleeps: Sleeps) -> None:
+def test_quota_exceeded_on_member_writes_is_retried_with_backoff(emu: Emulator, sleeps: Sleeps) -> None:
+    """Large batches overrun the concurrent-write budget (403 quotaExceeded "Request rate higher
+    than configured."): the refused calls are retried with backoff and the sync converges."""
+    emu.add_fault({"kind": "quotaExceeded", "match": "directory.members.insert", "skip": 10, "times": 5})
+    p = group(emu, sleeps, batch_size=120)  # more than the emulator's budget of 50 per batch
+    rep = p.sync(people(240))
+    assert emu.members(G) == people(240) and list(rep.added) == people(240)
+    assert sleeps.calls  # backed off before retrying
+    assert emu.calls("directory.members.insert") > 240  # refused calls were sent again
+
+
+def test_quota_exceeded_that_persists_stops_cleanly(emu: Emulator, sleeps: Sleeps) -> None:
+    emu.add_fault({"kind": "quotaExceeded", "match": "directory.members.insert", "skip": 20, "times": -1})
+    p = GoogleGroupProvider(G, build_service("directory", emulator=emu.url), backoff=Backoff(max_attempts=3, sleep=sleeps))
+    with pytest.raises(QuotaExceeded, match="quotaExceeded.* after 3 attempts; the next run resumes") as err:
+        p.sync(people(30))
+    assert len(err.value.report.added) == 20 and len(sleeps.calls) == 2
+
+
+def test_daily_limit_stops_cleanly_and_the_next_run_resumes(emu: Emulator, sleeps: Sleeps) -> None:
     desired = people(2300)
-    emu.add_fault({"kind": "quotaExceeded", "match": "directory.members.insert", "skip": 1200, "times": 1})
+    emu.add_fault({"kind": "dailyLimitExceeded", "match": "directory.members.insert", "skip": 1220, "times": 1})
     p = group(emu, sleeps)
     with pytest.raises(QuotaExceeded, match="quota exceeded .* the next run resumes") as err:
         p.sync(desired)
     first = err.value.report
-    assert 1000 <= len(first.added) < 2300  # the batch with the failure finished, no further batch was sent
-    assert emu.calls("batch") == 2 and not sleeps.calls
+    assert 1200 <= len(first.added) < 1250  # the batch with the failure finished, no further batch was sent
+    assert emu.calls("batch") == 25 and not sleeps.calls
     assert "student" not in str(err.value)  # the group address only, never a person
     assert emu.members(G) == sorted(first.added)
     second = p.sync(desired)
@@ -199,9 +229,9 @@ def cloud(emu: Emulator) -> Emulator:
 
 
 def access(emu: Emulator, sleeps: Sleeps, **kw) -> GoogleAccessProvider:
-    args = dict(project_roles=["roles/bigquery.jobUser", "roles/bigquery.readSessionUser"], datasets=["mimic", "notes"],
-                crm=build_service("crm", emulator=emu.url), bigquery=build_service("bigquery", emulator=emu.url),
-                backoff=Backoff(sleep=sleeps, rng=random.Random(0)))
+    args = {"project_roles": ["roles/bigquery.jobUser", "roles/bigquery.readSessionUser"], "datasets": ["mimic", "notes"],
+                "crm": build_service("crm", emulator=emu.url), "bigquery": build_service("bigquery", emulator=emu.url),
+                "backoff": Backoff(sleep=sleeps, rng=random.Random(0))}
     args.update(kw)
     return GoogleAccessProvider("Data@Example.org", "proj", **args)
 
@@ -236,6 +266,13 @@ def test_access_grants_to_the_group_only_and_is_idempotent(cloud: Emulator, slee
     assert not again.changed and cloud.calls("crm.setIamPolicy") + cloud.calls("bigquery.datasets.patch") == writes
 
 
+def test_audit_configs_survive_the_providers_write(cloud: Emulator, sleeps: Sleeps) -> None:
+    audit = [{"service": "bigquery.googleapis.com", "auditLogConfigs": [{"logType": "DATA_READ"}]}]
+    cloud.state.policies["proj"]["auditConfigs"] = audit
+    assert access(cloud, sleeps).ensure().changed
+    assert cloud.policy("proj")["auditConfigs"] == audit  # the Data Access audit logs stay on
+
+
 def test_concurrent_writer_keeps_both_bindings(cloud: Emulator, sleeps: Sleeps) -> None:
     cloud.add_fault({"kind": "concurrent_writer", "target": "projects/proj", "role": "roles/viewer", "member": "group:auditors@example.org"})
     cloud.add_fault({"kind": "concurrent_writer", "target": "datasets/proj/mimic", "role": "WRITER", "member": "group:etl@example.org"})
@@ -257,22 +294,33 @@ def test_access_retries_transient_errors(cloud: Emulator, sleeps: Sleeps) -> Non
     assert len(sleeps.calls) == 4 and not access(cloud, sleeps).ensure().changed
 
 
+USERS_750 = [f"user:u{i}@example.org" for i in range(750)]
+GROUPS_125 = [f"group:g{i}@example.org" for i in range(125)]
+DOMAINS_750 = [f"domain:d{i}.example.org" for i in range(750)]
+
+
 @pytest.mark.parametrize(
-    "members,msg",
+    "bindings,msg",
     [
-        ([f"user:u{i}@example.org" for i in range(1500)], "1501 principals, more than the documented limit of 1500"),
-        ([f"group:g{i}@example.org" for i in range(250)], "251 Google groups, more than the documented limit of 250"),
+        # each principal twice: 1,500 occurrences (+ the group under its two roles = 1,502), only 750 distinct
+        ([{"role": "roles/viewer", "members": USERS_750}, {"role": "roles/browser", "members": USERS_750}],
+         "1502 principals, more than the documented limit of 1500"),
+        ([{"role": "roles/viewer", "members": DOMAINS_750}, {"role": "roles/browser", "members": DOMAINS_750}],
+         "1502 principals, more than the documented limit of 1500"),
+        ([{"role": "roles/viewer", "members": GROUPS_125}, {"role": "roles/browser", "members": GROUPS_125}],
+         "252 Google groups, more than the documented limit of 250"),
     ],
+    ids=["users-twice", "domains-twice", "groups-twice"],
 )
-def test_policy_limits_are_refused_before_anything_is_sent(cloud: Emulator, sleeps: Sleeps, members: list[str], msg: str) -> None:
-    cloud.create_project("proj", [{"role": "roles/viewer", "members": members}])
+def test_policy_limits_count_every_occurrence_before_anything_is_sent(cloud: Emulator, sleeps: Sleeps, bindings: list, msg: str) -> None:
+    cloud.create_project("proj", bindings)
     with pytest.raises(LimitExceeded, match=msg):
         access(cloud, sleeps).ensure()
     assert cloud.calls("crm.setIamPolicy") == 0 and cloud.calls("bigquery.datasets.patch") == 0
 
 
 def test_quota_on_access_stops_cleanly(cloud: Emulator, sleeps: Sleeps) -> None:
-    cloud.add_fault({"kind": "quotaExceeded", "match": "crm.getIamPolicy"})
+    cloud.add_fault({"kind": "dailyLimitExceeded", "match": "crm.getIamPolicy"})
     with pytest.raises(QuotaExceeded, match="next run resumes"):
         access(cloud, sleeps).ensure()
     assert cloud.calls("bigquery.datasets.patch") == 0
@@ -291,11 +339,45 @@ def test_quota_on_access_stops_cleanly(cloud: Emulator, sleeps: Sleeps) -> None:
 )
 def test_access_config_errors(cloud: Emulator, sleeps: Sleeps, kw: dict, msg: str) -> None:
     g = kw.pop("group", "data@example.org")
-    args = dict(project_roles=["roles/bigquery.jobUser"], datasets=["mimic"], crm=build_service("crm", emulator=cloud.url),
-                bigquery=build_service("bigquery", emulator=cloud.url))
+    args = {"project_roles": ["roles/bigquery.jobUser"], "datasets": ["mimic"], "crm": build_service("crm", emulator=cloud.url),
+                "bigquery": build_service("bigquery", emulator=cloud.url)}
     args.update(kw)
     with pytest.raises(ValueError, match=msg):
         GoogleAccessProvider(g, "proj", **args)
+
+
+def test_dataset_with_conditional_entries_is_read_and_patched_at_access_policy_version_3(cloud: Emulator, sleeps: Sleeps) -> None:
+    cond = {"title": "until-2030", "expression": 'request.time < timestamp("2030-01-01T00:00:00Z")'}
+    entry = {"role": "roles/bigquery.dataViewer", "groupByEmail": "tmp@example.org", "condition": cond}
+    cloud.create_dataset("proj", "mimic", [{"role": "OWNER", "userByEmail": "admin@example.org"}, entry])
+    rep = access(cloud, sleeps, project_roles=[], datasets=["mimic"], crm=None).ensure()
+    assert rep.diff()["after"] == {"datasets/proj/mimic": ["READER"]}
+    acl = cloud.dataset("proj", "mimic")["access"]
+    assert entry in acl and {"role": "READER", "groupByEmail": "data@example.org"} in acl  # the condition survived
+
+
+@pytest.mark.parametrize("role,ok", [("roles/bigquery.dataOwner", True), ("roles/bigquery.dataEditor", False)])
+def test_dataset_access_needs_the_documented_role(role: str, ok: bool, sleeps: Sleeps) -> None:
+    with Emulator(bigquery_roles=(role,)) as e:
+        e.create_dataset("proj", "mimic", [{"role": "OWNER", "userByEmail": "admin@example.org"}])
+        a = access(e, sleeps, project_roles=[], datasets=["mimic"], crm=None)
+        if ok:
+            assert a.ensure().changed
+        else:
+            with pytest.raises(ProviderError, match="datasets.patch failed: HTTP 403 accessDenied"):
+                a.ensure()
+
+
+def test_a_stale_read_back_is_read_again_before_verification_fails(sleeps: Sleeps) -> None:
+    with Emulator(stale_reads=2) as e:
+        e.create_project("proj", [{"role": "roles/owner", "members": ["user:admin@example.org"]}])
+        e.create_dataset("proj", "mimic", [{"role": "OWNER", "userByEmail": "admin@example.org"}])
+        rep = access(e, sleeps, datasets=["mimic"]).ensure()
+        assert rep.changed and len(sleeps.calls) == 4  # two stale reads per resource, each followed by a backoff
+    with Emulator(stale_reads=5) as e:
+        e.create_project("proj", [{"role": "roles/owner", "members": ["user:admin@example.org"]}])
+        with pytest.raises(VerificationFailed, match=r"still lacks .* \(3 reads\)"):
+            access(e, sleeps, datasets=[], bigquery=None, verify_attempts=3).ensure()
 
 
 # --------------------------------------------------------------------------- scale
@@ -306,14 +388,14 @@ def test_scale_zero_to_20000_then_one_percent_change(emu: Emulator, sleeps: Slee
     p = group(emu, sleeps)
     desired = people(20000)
     first = p.sync(desired)
-    assert len(first.added) == 20000 and first.http_requests == 1 + 20
+    assert len(first.added) == 20000 and first.http_requests == 1 + 400  # batches of 50
     assert emu.state.groups[G].__len__() == 20000
     changed = people(19900, 100) + people(100, 50000)  # 100 leave, 100 join
     emu.reset_counters()
     second = p.sync(changed)
     pages = math.ceil(20000 / 200)
     assert (len(second.added), len(second.removed), second.unchanged) == (100, 100, 19900)
-    assert second.api_calls == pages + 200 and second.http_requests == pages + 1
+    assert second.api_calls == pages + 200 and second.http_requests == pages + 4
     assert emu.calls() == pages + 200
     assert emu.members(G) == sorted(changed)
 
@@ -360,9 +442,10 @@ def test_production_credentials_errors_are_clear(monkeypatch: pytest.MonkeyPatch
         build_service("gmail")
 
 
-def test_production_path_uses_the_key_scopes_and_delegated_subject(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    """A throwaway service-account key: the clients get the documented scopes, the Directory
-    client impersonates the subject, and every URL points at Google (nothing is sent here)."""
+def test_production_path_uses_the_key_scopes_and_delegated_subject(emu: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """A throwaway service-account key whose token_uri is the emulator's token endpoint: each
+    client asks for a token with the documented scope (and the Directory client for the
+    delegated subject), then sends its request to Google's own host (unreachable here)."""
     import json as _json
 
     from cryptography.hazmat.primitives import serialization
@@ -375,18 +458,60 @@ def test_production_path_uses_the_key_scopes_and_delegated_subject(monkeypatch: 
     sa.write_text(_json.dumps({
         "type": "service_account", "project_id": "course-project", "private_key_id": "0", "private_key": pem,
         "client_email": "cdsops-sync@course-project.iam.gserviceaccount.com", "client_id": "1",
-        "token_uri": "https://oauth2.googleapis.com/token",
+        "token_uri": emu.url + "/token",
     }))
-    d = build_service("directory", credentials_file=str(sa), subject="groups-admin@example.org")
-    creds = d.resource._http.credentials
-    assert creds._subject == "groups-admin@example.org"
-    assert tuple(creds._scopes) == ("https://www.googleapis.com/auth/admin.directory.group.member",)
-    assert d.batch_uri == "https://admin.googleapis.com/batch"
-    req = d.resource.members().list(groupKey=G, maxResults=200)
-    assert req.uri.startswith("https://admin.googleapis.com/admin/directory/v1/groups/")
-    c = build_service("crm", credentials_file=str(sa))
-    assert tuple(c.resource._http.credentials._scopes) == ("https://www.googleapis.com/auth/cloud-platform",)
-    assert c.resource.projects().getIamPolicy(resource="projects/p", body={}).uri == "https://cloudresourcemanager.googleapis.com/v3/projects/p:getIamPolicy?alt=json"
-    b = build_service("bigquery", credentials_file=str(sa))
-    assert tuple(b.resource._http.credentials._scopes) == ("https://www.googleapis.com/auth/bigquery",)
-    assert b.resource.datasets().get(projectId="p", datasetId="d").uri == "https://bigquery.googleapis.com/bigquery/v2/projects/p/datasets/d?alt=json"
+    sent = {
+        "directory": (lambda r: r.members().list(groupKey=G, maxResults=200), "groups-admin@example.org",
+                      "https://www.googleapis.com/auth/admin.directory.group.member", "https://admin.googleapis.com/admin/directory/v1/groups/"),
+        "crm": (lambda r: r.projects().getIamPolicy(resource="projects/p", body={}), None,
+                "https://www.googleapis.com/auth/cloud-platform", "https://cloudresourcemanager.googleapis.com/v3/projects/p:getIamPolicy"),
+        "bigquery": (lambda r: r.datasets().get(projectId="p", datasetId="d"), None,
+                     "https://www.googleapis.com/auth/bigquery", "https://bigquery.googleapis.com/bigquery/v2/projects/p/datasets/d"),
+    }
+    for api, (call, subject, scope, url) in sent.items():
+        svc = build_service(api, credentials_file=str(sa), subject=subject, timeout=5)
+        req = call(svc.resource)
+        assert req.uri.startswith(url)
+        with pytest.raises(Exception):  # noqa: B017, PT011 (Google is unreachable here, or refuses the invented key: either way it fails)
+            req.execute(num_retries=0)
+        claims = emu.token_requests[-1]
+        assert claims == {"iss": "cdsops-sync@course-project.iam.gserviceaccount.com", "sub": subject, "scope": scope,
+                          "aud": "https://oauth2.googleapis.com/token"}
+    assert len(emu.token_requests) == 3
+    assert build_service("directory", credentials_file=str(sa), subject="a@example.org").batch_uri == "https://admin.googleapis.com/batch"
+
+
+def test_every_client_takes_the_key_from_google_application_credentials(emu: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """One credentials source: with only GOOGLE_APPLICATION_CREDENTIALS set, the BigQuery client
+    (roster, registrations) and the providers' clients all ask for tokens with that key."""
+    import json as _json
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from cdsops import bq
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    sa = tmp_path / "google-sa.json"
+    sa.write_text(_json.dumps({
+        "type": "service_account", "project_id": "course-project", "private_key_id": "0", "private_key": pem,
+        "client_email": "cdsops-sync@course-project.iam.gserviceaccount.com", "client_id": "1",
+        "token_uri": emu.url + "/token",
+    }))
+    for var in ("CDSOPS_GOOGLE_EMULATOR", "CDSOPS_BIGQUERY_ENDPOINT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(sa))
+    monkeypatch.setenv("CDSOPS_BIGQUERY_TIMEOUT", "2")
+    for drive in (False, True):
+        client = bq.make_client("course-project", drive=drive)
+        with pytest.raises(Exception):  # noqa: B017, PT011 (Google itself is unreachable from here; the token request is what counts)
+            client.get_table("course-project.forms.reg", timeout=2, retry=None)
+        scope = emu.token_requests[-1]["scope"].split()
+        assert scope == ["https://www.googleapis.com/auth/bigquery"] + (["https://www.googleapis.com/auth/drive.readonly"] if drive else [])
+        assert emu.token_requests[-1]["iss"] == "cdsops-sync@course-project.iam.gserviceaccount.com"
+    svc = build_service("directory", subject="groups-admin@example.org", timeout=2)  # no credentials_file: the same key
+    with pytest.raises(Exception):  # noqa: B017, PT011 (as above)
+        svc.resource.members().list(groupKey=G).execute(num_retries=0)
+    assert emu.token_requests[-1]["sub"] == "groups-admin@example.org"
+    assert emu.token_requests[-1]["iss"] == "cdsops-sync@course-project.iam.gserviceaccount.com"

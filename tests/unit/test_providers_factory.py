@@ -39,7 +39,7 @@ def test_google_and_sendgrid(monkeypatch: pytest.MonkeyPatch) -> None:
     g = factory.group_provider(c)
     assert isinstance(g, GoogleGroupProvider) and g.group == "data@example.org"
     assert g.service.batch_uri == "http://127.0.0.1:9/batch"
-    assert g.rate_limiter.calls == 2400 and g.batch_size == 1000
+    assert g.rate_limiter.calls == 2400 and g.batch_size == 50
     a = factory.access_provider(c)
     assert isinstance(a, GoogleAccessProvider) and a.project_roles == ("roles/bigquery.jobUser",) and a.dataset_roles == ("READER",)
     assert isinstance(factory.email_provider(c), SendGridEmailProvider)

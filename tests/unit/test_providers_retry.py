@@ -23,8 +23,8 @@ def body(reason: str, code: int = 403) -> bytes:
         (502, b"<html>bad gateway</html>", RETRY),
         (403, body("rateLimitExceeded"), RETRY),
         (403, body("userRateLimitExceeded"), RETRY),
-        (403, body("quotaExceeded"), QUOTA),
-        (429, body("quotaExceeded", 429), QUOTA),
+        (403, body("quotaExceeded"), RETRY),  # concurrent-request limit: back off and retry
+        (429, body("quotaExceeded", 429), RETRY),
         (403, body("dailyLimitExceeded"), QUOTA),
         (403, body("forbidden"), FATAL),
         (400, body("invalid", 400), FATAL),

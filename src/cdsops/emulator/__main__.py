@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 
-from cdsops.emulator.server import Emulator, Fault
+from cdsops.emulator.server import MEMBER_WRITE_BUDGET, Emulator, Fault
 
 
 def _fault(spec: str) -> Fault:
@@ -43,9 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--group", action="append", default=[], help="create an empty group (repeatable)")
     ap.add_argument("--project", action="append", default=[], help="create a project with an empty policy")
     ap.add_argument("--dataset", action="append", default=[], metavar="PROJECT:DATASET", help="create a dataset")
+    ap.add_argument("--member-write-budget", type=int, default=MEMBER_WRITE_BUDGET,
+                    help="member writes one batch may carry before the rest get 403 quotaExceeded (0: no budget)")
+    ap.add_argument("--bigquery-role", action="append", default=[], metavar="ROLE",
+                    help="the caller's role on every dataset (repeatable; default roles/bigquery.dataOwner)")
+    ap.add_argument("--stale-reads", type=int, default=0, help="reads after a write that still answer the old state")
     ap.add_argument("--verbose", action="store_true", help="log request lines (never bodies or addresses)")
     args = ap.parse_args(argv)
-    emu = Emulator(args.host, args.port, faults=args.fault, quiet=not args.verbose)
+    emu = Emulator(args.host, args.port, faults=args.fault, quiet=not args.verbose,
+                   member_write_budget=args.member_write_budget or None,
+                   bigquery_roles=tuple(args.bigquery_role) or ("roles/bigquery.dataOwner",), stale_reads=args.stale_reads)
     for g in args.group:
         emu.create_group(g)
     for p in args.project:

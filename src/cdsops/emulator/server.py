@@ -32,7 +32,7 @@ import urllib.parse
 import uuid
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar, Self
 
 __all__ = ["Emulator", "Fault", "GoogleError"]
 
@@ -43,9 +43,10 @@ MEMBERS_MAX_RESULTS = 200
 # https://developers.google.com/admin-sdk/directory/v1/guides/batch
 #   "You're limited to 1000 calls in a single batch request."
 BATCH_MAX_CALLS = 1000
-# https://cloud.google.com/iam/docs/policies#limits  (allow policy limits)
-#   "Each allow policy can contain up to 1,500 principals. Up to 250 of these principals can
-#    be Google groups."
+# https://cloud.google.com/resource-manager/reference/rest/Shared.Types/Policy (field bindings):
+#   "The bindings in a Policy can refer to up to 1,500 principals; up to 250 of these principals
+#    can be Google groups. Each occurrence of a principal counts towards these limits." Domains
+#   (domain:example.org) are principals too and count per occurrence.
 POLICY_MAX_PRINCIPALS = 1500
 POLICY_MAX_GROUPS = 250
 
@@ -60,6 +61,20 @@ BQ_LEGACY_ROLES = {
 }
 
 
+# Dataset permissions of the predefined roles (https://cloud.google.com/bigquery/docs/access-control),
+# the part this emulator checks. Reading a dataset's access list needs
+# bigquery.datasets.getIamPolicy and changing it bigquery.datasets.setIamPolicy since Mar 17 2026
+# (https://cloud.google.com/bigquery/docs/dataset-access-control); patch needs bigquery.datasets.update.
+_DATASET_READ = frozenset({"bigquery.datasets.get", "bigquery.datasets.getIamPolicy"})
+BQ_ROLE_PERMISSIONS = {
+    "roles/bigquery.admin": _DATASET_READ | {"bigquery.datasets.update", "bigquery.datasets.setIamPolicy"},
+    "roles/bigquery.dataOwner": _DATASET_READ | {"bigquery.datasets.update", "bigquery.datasets.setIamPolicy"},
+    "roles/bigquery.dataEditor": _DATASET_READ | {"bigquery.datasets.create", "bigquery.datasets.updateTag"},
+    "roles/bigquery.dataViewer": _DATASET_READ,
+    "roles/bigquery.metadataViewer": frozenset({"bigquery.datasets.get"}),
+}
+
+
 class GoogleError(Exception):
     """An error answered in Google's JSON error format.
 
@@ -69,7 +84,7 @@ class GoogleError(Exception):
     https://cloud.google.com/bigquery/docs/error-messages
     """
 
-    _STATUS = {
+    _STATUS: ClassVar[dict[int, str]] = {
         400: "INVALID_ARGUMENT",
         403: "PERMISSION_DENIED",
         404: "NOT_FOUND",
@@ -96,13 +111,27 @@ class GoogleError(Exception):
         }
 
 
+# Concurrent group-member writes: real Directory API answers 403 quotaExceeded ("Request rate
+# higher than configured.") when many member inserts/deletes run at once, batched or in
+# parallel. This is observed, not documented with a number: GAM-team/GAM#597 ("Add Failed: 403:
+# quotaExceeded - Request rate higher than configured." after GAM started batching member adds)
+# and hashicorp/terraform-provider-googleworkspace#159 ("Error 403: Request rate higher than
+# configured., quotaExceeded" with concurrent member writes). The budget of 50 writes per
+# batch is a model, not a measured Google figure (GAM's default batch size); the emulator
+# refuses the writes of one batch beyond ``member_write_budget`` with that answer.
+MEMBER_WRITE_BUDGET = 50
+QUOTA_EXCEEDED_CONCURRENT = (403, "Request rate higher than configured.", "quotaExceeded", "usageLimits")
+
+
 # Faults as Google sends them.
 # https://developers.google.com/admin-sdk/directory/v1/limits (error table):
 #   403 userRateLimitExceeded - over 2,400 queries per minute per user per project: back off;
-#   403 quotaExceeded - "the limit of concurrent requests for a certain operation has been
-#       reached": retry with exponential backoff (cdsops stops the run and resumes next run);
-#   429 rateLimitExceeded - per Workspace account: retry with exponential backoff;
-#   (older versions of the page) 403 dailyLimitExceeded - daily quota used up: do not retry.
+#   403 quotaExceeded - "Indicates that the limit of concurrent requests for a certain operation
+#       has been reached." Recommended action: "Retry using exponential back-off." (its message
+#       text, "Request rate higher than configured.", is observed: see QUOTA_EXCEEDED_CONCURRENT);
+#   429 rateLimitExceeded - retry with exponential backoff.
+# dailyLimitExceeded is not on that page: it is the generic Google API daily-quota reason
+# (observed, e.g. GAM-team/GAM#729 "daily limits ... wait 24hours"); cdsops does not retry it.
 # https://cloud.google.com/apis/design/errors (500 INTERNAL, 503 UNAVAILABLE "backendError").
 _FAULT_ERRORS = {
     "500": (500, "Internal error encountered.", "backendError", "global"),
@@ -110,12 +139,9 @@ _FAULT_ERRORS = {
     "429": (429, "Rate Limit Exceeded", "rateLimitExceeded", "usageLimits"),
     "rateLimitExceeded": (403, "Rate Limit Exceeded", "rateLimitExceeded", "usageLimits"),
     "userRateLimitExceeded": (403, "User Rate Limit Exceeded", "userRateLimitExceeded", "usageLimits"),
-    "quotaExceeded": (403, "Quota exceeded: the limit of concurrent requests for this operation has been reached.", "quotaExceeded", "usageLimits"),
+    "quotaExceeded": QUOTA_EXCEEDED_CONCURRENT,
     "dailyLimitExceeded": (403, "Daily Limit Exceeded", "dailyLimitExceeded", "usageLimits"),
 }
-# Default per-minute rate limit of the Directory API (same page): 2,400 queries per minute per
-# user per Google Cloud project; each call inside a batch counts.
-DIRECTORY_QUERIES_PER_MINUTE = 2400
 
 
 @dataclass
@@ -157,14 +183,12 @@ class Fault:
         return self.times >= 0 and self.fired >= self.times
 
 
-def _canon(email: str) -> str:
-    """Directory member keys are case-insensitive; gmail ignores dots and +tags."""
-    from cdsops.identity import InvalidEmail, canonicalize
-
-    try:
-        return canonicalize(email)
-    except InvalidEmail:
-        return email.strip().lower()
+def _member_key(email: str) -> str:
+    """Directory member keys are case-insensitive. There is no Gmail dot or +tag rule: Google
+    keeps ``first.last@gmail.com`` and ``firstlast@gmail.com`` as the address given
+    (https://developers.google.com/admin-sdk/directory/reference/rest/v1/members: ``memberKey``
+    "can be the member's (group or user) primary email address, alias, or unique ID")."""
+    return email.strip().lower()
 
 
 class _State:
@@ -174,6 +198,7 @@ class _State:
         self.policies: dict[str, dict[str, Any]] = {}
         self.datasets: dict[tuple[str, str], dict[str, Any]] = {}
         self.mail: list[dict[str, Any]] = []
+        self.token_requests: list[dict[str, Any]] = []
         self.faults: list[Fault] = []
         self.calls: dict[str, int] = {}
         self.http_requests = 0
@@ -195,11 +220,21 @@ class Emulator:
     """The emulator server. ``with Emulator() as emu: emu.url`` or ``start()``/``stop()``."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, faults: list[Fault | dict] | None = None, quiet: bool = True,
-                 rate_limits: dict[str, tuple[int, float]] | None = None):
+                 rate_limits: dict[str, tuple[int, float]] | None = None, member_write_budget: int | None = MEMBER_WRITE_BUDGET,
+                 bigquery_roles: tuple[str, ...] | list[str] = ("roles/bigquery.dataOwner",), stale_reads: int = 0):
         """``rate_limits``: operation prefix -> (calls, window seconds), e.g.
         ``{"directory": (2400, 60.0)}`` answers 403 ``userRateLimitExceeded`` to calls beyond
-        2,400 in any 60 s (sliding window), as the Directory API does by default."""
+        2,400 in any 60 s (sliding window), as the Directory API does by default.
+        ``member_write_budget``: member inserts/deletes one batch may carry before the rest
+        get 403 ``quotaExceeded`` (``None``: no budget).
+        ``bigquery_roles``: the caller's roles on every dataset (permissions checked on
+        datasets.get/patch/update); ``stale_reads``: reads of a resource after a write that
+        still answer the state before it."""
         self.state = _State()
+        self.member_write_budget = member_write_budget
+        self.bigquery_roles: tuple[str, ...] = tuple(bigquery_roles)
+        self.stale_reads = stale_reads
+        self._stale: dict[str, list[Any]] = {}
         self.host, self.port, self.quiet = host, port, quiet
         self.rate_limits = dict(rate_limits or {})
         self._rate_log: dict[str, Any] = {}
@@ -209,7 +244,7 @@ class Emulator:
             self.add_fault(f)
 
     # -- lifecycle
-    def start(self) -> "Emulator":
+    def start(self) -> Emulator:
         handler = type("Handler", (_Handler,), {"emu": self})
         self._server = ThreadingHTTPServer((self.host, self.port), handler)
         self._server.daemon_threads = True
@@ -227,7 +262,7 @@ class Emulator:
             self._thread.join(5)
             self._thread = None
 
-    def __enter__(self) -> "Emulator":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -253,6 +288,7 @@ class Emulator:
             s = self.state
             s.groups.clear(), s.policies.clear(), s.datasets.clear(), s.mail.clear(), s.faults.clear(), s.calls.clear()
             s.http_requests = 0
+            self._stale.clear()
 
     def reset_counters(self) -> None:
         with self.state.lock:
@@ -378,8 +414,8 @@ class Emulator:
     def _group(self, group_key: str) -> dict[str, dict[str, Any]]:
         g = self.state.groups.get(urllib.parse.unquote(group_key).lower())
         if g is None:
-            # https://developers.google.com/admin-sdk/directory/v1/guides/manage-group-members
-            # an unknown groupKey answers 404 "Resource Not Found: groupKey".
+            # Observed, not documented: an unknown groupKey answers 404 notFound "Resource Not
+            # Found: groupKey" (googleapis/google-api-nodejs-client#166 shows the full answer).
             raise GoogleError(404, "Resource Not Found: groupKey", "notFound")
         return g
 
@@ -388,10 +424,10 @@ class Emulator:
         if not isinstance(email, str) or "@" not in email:
             # https://developers.google.com/admin-sdk/directory/reference/rest/v1/members/insert
             raise GoogleError(400, "Missing required field: memberKey", "required")
-        key = _canon(email)
+        key = _member_key(email)
         if key in g:
-            # members.insert of an existing member: 409 "Member already exists." (reason duplicate)
-            # https://developers.google.com/admin-sdk/directory/v1/guides/manage-group-members#create_member
+            # Observed, not documented: members.insert of an existing member answers 409 "Member
+            # already exists." (reason duplicate), e.g. GAM-team/GAM#597 ("Error: 409: Member already exists").
             raise GoogleError(409, "Member already exists.", "duplicate")
         member = {
             "kind": "admin#directory#member",
@@ -422,7 +458,7 @@ class Emulator:
             if token:
                 try:
                     last = base64.urlsafe_b64decode(token.encode()).decode()
-                except Exception:
+                except (ValueError, UnicodeDecodeError):
                     raise GoogleError(400, "Invalid pageToken", "invalid") from None
                 import bisect
 
@@ -442,10 +478,10 @@ class Emulator:
     def members_delete(self, group_key: str, member_key: str) -> None:
         with self.state.lock:
             g = self._group(group_key)
-            key = _canon(urllib.parse.unquote(member_key))
+            key = _member_key(urllib.parse.unquote(member_key))
             if key not in g:
-                # https://developers.google.com/admin-sdk/directory/reference/rest/v1/members/delete
-                # deleting a non-member answers 404 "Resource Not Found: memberKey".
+                # Observed, not documented: deleting a non-member answers 404 notFound "Resource Not
+                # Found: memberKey" (googleapis/google-api-nodejs-client#166, lithnet/googleapps-managementagent#13).
                 raise GoogleError(404, "Resource Not Found: memberKey", "notFound")
             del g[key]
 
@@ -455,13 +491,17 @@ class Emulator:
     def get_iam_policy(self, project: str, body: dict[str, Any]) -> dict[str, Any]:
         requested = ((body or {}).get("options") or {}).get("requestedPolicyVersion", 1)
         if requested not in (0, 1, 3):
-            # https://cloud.google.com/iam/docs/policies#versions
+            # GetPolicyOptions.requestedPolicyVersion: "Valid values are 0, 1, and 3. Requests
+            # specifying an invalid value will be rejected."
+            # https://cloud.google.com/resource-manager/reference/rest/v3/GetPolicyOptions
             raise GoogleError(400, "Invalid requested policy version.", "badRequest")
         with self.state.lock:
             pol = self.state.policies.get(project)
             if pol is None:
+                # Observed: a project the caller cannot see (or that does not exist) answers 403
+                # "The caller does not have permission" (kubeflow/kubeflow#7140), not 404.
                 raise GoogleError(403, "The caller does not have permission", "forbidden")
-            out = copy.deepcopy(pol)
+            out = copy.deepcopy(self._stale_or(f"projects/{project}", pol))
         self._after_read(f"projects/{project}")
         return out
 
@@ -470,31 +510,40 @@ class Emulator:
         if not isinstance(policy, dict):
             raise GoogleError(400, "Request contains an invalid argument.", "badRequest")
         bindings = policy.get("bindings") or []
-        version = policy.get("version", 1)
         with self.state.lock:
             cur = self.state.policies.get(project)
             if cur is None:
                 raise GoogleError(403, "The caller does not have permission", "forbidden")
             etag = policy.get("etag")
             if etag is not None and etag != cur["etag"]:
-                # Stale etag -> 409 ABORTED: https://cloud.google.com/iam/docs/policies#etag (policy
-                # concurrency control), https://cloud.google.com/iam/docs/retry-strategy ("409 ABORTED:
-                # retry the whole read-modify-write"); the IAM API reference states it verbatim: "If the
-                # etag values do not match, the request fails with a 409 error code and ABORTED status".
+                # Policy.etag (https://cloud.google.com/resource-manager/reference/rest/Shared.Types/Policy):
+                # "systems are expected to put that etag in the request to setIamPolicy to ensure that
+                # their change will be applied to the same version of the policy". The answer to a
+                # stale etag, 409 ABORTED, is what https://cloud.google.com/iam/docs/retry-strategy
+                # tells clients to retry by repeating the whole read-modify-write.
                 raise GoogleError(409, "There were concurrent policy changes. Please retry the whole read-modify-write with exponential backoff.", "aborted")
-            if any(b.get("condition") for b in bindings) and version != 3:
-                # https://cloud.google.com/iam/docs/policies#versions (conditions need version 3)
-                raise GoogleError(400, "Conditional bindings require policy version 3.", "badRequest")
-            principals = {m for b in bindings for m in b.get("members", [])}
-            groups = {m for m in principals if m.startswith("group:")}
-            if len(principals) > POLICY_MAX_PRINCIPALS:
-                # https://cloud.google.com/iam/docs/policies#limits
-                raise GoogleError(400, f"The number of members in the policy ({len(principals)}) is larger than the maximum allowed size {POLICY_MAX_PRINCIPALS}.", "badRequest")
-            if len(groups) > POLICY_MAX_GROUPS:
-                raise GoogleError(400, f"The number of groups in the policy ({len(groups)}) is larger than the maximum allowed size {POLICY_MAX_GROUPS}.", "badRequest")
-            new = {"version": version, "etag": self.state.etag(), "bindings": copy.deepcopy(bindings)}
+            _check_policy(policy, bindings)
+            new = _apply_update_mask(cur, policy, (body or {}).get("updateMask"))
+            new["etag"] = self.state.etag()
+            self._remember_stale(f"projects/{project}", cur)
             self.state.policies[project] = new
             return copy.deepcopy(new)
+
+    # -- stale reads after a write (eventual consistency)
+    # "Changes to a principal's access are eventually consistent" and a read right after a write
+    # may not show it (https://cloud.google.com/iam/docs/allow-policies,
+    # https://cloud.google.com/iam/docs/retry-strategy): the next ``stale_reads`` reads of a
+    # resource after a write answer the state before that write.
+    def _remember_stale(self, target: str, before: dict[str, Any]) -> None:
+        if self.stale_reads > 0:
+            self._stale[target] = [copy.deepcopy(before), self.stale_reads]
+
+    def _stale_or(self, target: str, current: dict[str, Any]) -> dict[str, Any]:
+        stale = self._stale.get(target)
+        if not stale or stale[1] <= 0:
+            return current
+        stale[1] -= 1
+        return stale[0]
 
     # -- BigQuery datasets
     # https://cloud.google.com/bigquery/docs/reference/rest/v2/datasets/get
@@ -502,33 +551,51 @@ class Emulator:
     def _ds(self, project: str, dataset: str) -> dict[str, Any]:
         ds = self.state.datasets.get((project, dataset))
         if ds is None:
-            # https://cloud.google.com/bigquery/docs/error-messages (notFound, 404)
+            # https://cloud.google.com/bigquery/docs/error-messages : notFound, 404, "This error
+            # returns when you refer to a resource (a dataset, a table, or a job) that doesn't exist"
             raise GoogleError(404, f"Not found: Dataset {project}:{dataset}", "notFound")
         return ds
 
-    def dataset_get(self, project: str, dataset: str) -> dict[str, Any]:
+    def _require(self, project: str, dataset: str, *permissions: str) -> None:
+        """403 unless the caller's dataset roles (``bigquery_roles``) hold ``permissions``."""
+        held = set().union(*(BQ_ROLE_PERMISSIONS.get(r, frozenset()) for r in self.bigquery_roles))
+        for perm in permissions:
+            if perm not in held:
+                # https://cloud.google.com/bigquery/docs/error-messages : accessDenied, 403
+                raise GoogleError(403, f"Access Denied: Dataset {project}:{dataset}: Permission {perm} denied on dataset "
+                                       f"{project}:{dataset} (or it may not exist).", "accessDenied")
+
+    def dataset_get(self, project: str, dataset: str, query: dict[str, list[str]] | None = None) -> dict[str, Any]:
+        version = _access_policy_version(query)
+        self._require(project, dataset, "bigquery.datasets.get", "bigquery.datasets.getIamPolicy")
         with self.state.lock:
-            out = copy.deepcopy(self._ds(project, dataset))
+            out = copy.deepcopy(self._stale_or(f"datasets/{project}/{dataset}", self._ds(project, dataset)))
+        if version != 3:
+            out["access"] = [_withcond(a) for a in out.get("access", [])]
         self._after_read(f"datasets/{project}/{dataset}")
         return out
 
-    def dataset_write(self, project: str, dataset: str, body: dict[str, Any], if_match: str | None, replace: bool) -> dict[str, Any]:
+    def dataset_write(self, project: str, dataset: str, body: dict[str, Any], if_match: str | None, replace: bool,
+                      query: dict[str, list[str]] | None = None) -> dict[str, Any]:
+        version = _access_policy_version(query)
+        needs = ["bigquery.datasets.update"] + (["bigquery.datasets.setIamPolicy"] if "access" in (body or {}) or replace else [])
+        self._require(project, dataset, *needs)
         with self.state.lock:
             ds = self._ds(project, dataset)
-            # https://cloud.google.com/bigquery/docs/reference/rest/v2/datasets#Dataset.FIELDS.etag
-            # the etag guards read-modify-write; google-cloud-bigquery sends it as If-Match and a
-            # stale one answers 412 "Precondition check failed."
+            # The etag guards read-modify-write ("Using patch in a read-modify-write cycle",
+            # https://cloud.google.com/bigquery/docs/api-performance#read-patch-write);
+            # google-cloud-bigquery sends it as If-Match. The answer to a stale one, 412
+            # "Precondition check failed.", is observed: googleapis/python-bigquery#772,
+            # googleapis/google-cloud-python#5588.
             if if_match and if_match != ds["etag"]:
                 raise GoogleError(412, "Precondition check failed.", "conditionNotMet")
-            if replace:
-                keep = {k: ds[k] for k in ("kind", "id", "datasetReference", "location")}
-                ds.clear()
-                ds.update(keep)
-                ds["access"] = []
-            for k, v in (body or {}).items():
-                if k in ("kind", "id", "datasetReference", "etag"):
-                    continue
-                ds[k] = [_bq_normalize(a) for a in v] if k == "access" else v
+            conditional = any(a.get("condition") for a in ds.get("access", []) + list((body or {}).get("access") or []))
+            if conditional and version != 3:
+                # datasets.patch accessPolicyVersion: "If unset or if 0 or 1 value is used for dataset
+                # with conditional bindings, request will be rejected."
+                raise GoogleError(400, "Access policy version 3 is required for datasets with conditional access entries.", "invalid")
+            self._remember_stale(f"datasets/{project}/{dataset}", ds)
+            _write_dataset(ds, body, replace)
             ds["etag"] = self.state.etag()
             return copy.deepcopy(ds)
 
@@ -543,7 +610,7 @@ class Emulator:
             self.state.mail.append(copy.deepcopy(body))
 
     # -- dispatch (shared by plain requests and batch parts)
-    _ROUTES = [
+    _ROUTES: ClassVar[list[tuple[str, re.Pattern[str], str]]] = [
         ("GET", re.compile(r"/admin/directory/v1/groups/([^/]+)/members\Z"), "directory.members.list"),
         ("POST", re.compile(r"/admin/directory/v1/groups/([^/]+)/members\Z"), "directory.members.insert"),
         ("DELETE", re.compile(r"/admin/directory/v1/groups/([^/]+)/members/([^/]+)\Z"), "directory.members.delete"),
@@ -589,9 +656,9 @@ class Emulator:
                 if op == "crm.setIamPolicy":
                     return 200, self.set_iam_policy(args[0], data)
                 if op == "bigquery.datasets.get":
-                    return 200, self.dataset_get(*args)
+                    return 200, self.dataset_get(args[0], args[1], query)
                 if op in ("bigquery.datasets.patch", "bigquery.datasets.update"):
-                    return 200, self.dataset_write(args[0], args[1], data, _header(headers, "if-match"), op.endswith("update"))
+                    return 200, self.dataset_write(args[0], args[1], data, _header(headers, "if-match"), op.endswith("update"), query)
                 if op == "sendgrid.send":
                     self.mail_send(data, _header(headers, "authorization"))
                     return 202, None
@@ -624,6 +691,7 @@ class Emulator:
             return 400, "application/json", json.dumps(err.body()).encode()
         out_boundary = "batch_" + uuid.uuid4().hex
         out = []
+        writes = 0
         for part in parts:
             outer_head, _, inner = _split_head(part)
             outer = _parse_headers(outer_head)
@@ -631,7 +699,12 @@ class Emulator:
             lines = inner_head.splitlines()
             method, target, _proto = lines[0].split(" ", 2)
             hdrs = _parse_headers("\n".join(lines[1:]))
-            status, payload = self.dispatch(method, target, hdrs, inner_body.encode("utf-8"))
+            if method in ("POST", "DELETE") and "/members" in target:
+                writes += 1
+            if self.member_write_budget is not None and writes > self.member_write_budget and "/members" in target and method != "GET":
+                status, payload = self._over_budget(method, target)
+            else:
+                status, payload = self.dispatch(method, target, hdrs, inner_body.encode("utf-8"))
             cid = outer.get("content-id", "<x+0>")
             resp_body = "" if payload is None else json.dumps(payload)
             out.append(
@@ -641,6 +714,36 @@ class Emulator:
             )
         out.append(f"--{out_boundary}--\r\n")
         return 200, f"multipart/mixed; boundary={out_boundary}", "".join(out).encode("utf-8")
+
+    def _over_budget(self, method: str, target: str) -> tuple[int, Any]:
+        """A member write beyond the batch's concurrent-write budget: counted, refused."""
+        op = "directory.members.insert" if method == "POST" else "directory.members.delete"
+        with self.state.lock:
+            self.state.calls[op] = self.state.calls.get(op, 0) + 1
+        code, msg, reason, domain = QUOTA_EXCEEDED_CONCURRENT
+        return code, GoogleError(code, msg, reason, domain).body()
+
+    # -- OAuth 2.0 token endpoint for service-account keys whose token_uri points here
+    # https://developers.google.com/identity/protocols/oauth2/service-account#authorizingrequests :
+    # POST grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=JWT; the JWT claim set
+    # holds iss (the service account), scope (space-delimited), aud, exp, iat and, with domain-wide
+    # delegation, sub (the user impersonated). The answer: access_token, expires_in, token_type.
+    def token(self, body: bytes) -> tuple[int, Any]:
+        form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
+        assertion = (form.get("assertion") or [""])[0]
+        if (form.get("grant_type") or [""])[0] != "urn:ietf:params:oauth:grant-type:jwt-bearer" or assertion.count(".") != 2:
+            return 400, {"error": "invalid_grant", "error_description": "Invalid grant: not a JWT bearer assertion."}
+        payload = assertion.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        with self.state.lock:
+            self.state.token_requests.append({k: claims.get(k) for k in ("iss", "sub", "scope", "aud")})
+        return 200, {"access_token": "emulator-" + uuid.uuid4().hex, "expires_in": 3600, "token_type": "Bearer"}
+
+    @property
+    def token_requests(self) -> list[dict[str, Any]]:
+        """Claims (iss, sub, scope, aud) of every token request, in order (no key material)."""
+        with self.state.lock:
+            return copy.deepcopy(self.state.token_requests)
 
     # -- control API
     def control(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
@@ -718,9 +821,78 @@ def _add_binding(bindings: list[dict[str, Any]], role: str, member: str) -> None
     bindings.append({"role": role, "members": [member]})
 
 
+def _check_policy(policy: dict[str, Any], bindings: list[dict[str, Any]]) -> None:
+    """400 for a policy Google refuses: conditions without version 3, too many principals."""
+    if any(b.get("condition") for b in bindings) and policy.get("version", 1) != 3:
+        # Policy.version: "Any operation that affects conditional role bindings must specify
+        # version 3" (https://cloud.google.com/resource-manager/reference/rest/Shared.Types/Policy)
+        raise GoogleError(400, "Conditional bindings require policy version 3.", "badRequest")
+    # every occurrence counts (POLICY_MAX_PRINCIPALS): a list, never a set
+    principals = [m for b in bindings for m in b.get("members", [])]
+    groups = [m for m in principals if m.startswith("group:")]
+    if len(principals) > POLICY_MAX_PRINCIPALS:
+        raise GoogleError(400, f"The number of members in the policy ({len(principals)}) is larger than the maximum allowed size "
+                               f"{POLICY_MAX_PRINCIPALS}.", "badRequest")
+    if len(groups) > POLICY_MAX_GROUPS:
+        raise GoogleError(400, f"The number of groups in the policy ({len(groups)}) is larger than the maximum allowed size {POLICY_MAX_GROUPS}.", "badRequest")
+
+
+def _apply_update_mask(cur: dict[str, Any], policy: dict[str, Any], mask: Any) -> dict[str, Any]:
+    """setIamPolicy's ``updateMask``: "Only the fields in the mask will be modified. If no mask is
+    provided, the following default mask is used: paths: "bindings, etag""
+    (https://cloud.google.com/resource-manager/reference/rest/v3/projects/setIamPolicy), so
+    ``auditConfigs`` the caller did not name survive."""
+    paths = {p.strip() for p in str(mask or "bindings,etag").split(",") if p.strip()}
+    new = copy.deepcopy(cur)
+    new["version"] = policy.get("version", 1)
+    new["bindings"] = copy.deepcopy(policy.get("bindings") or [])
+    if "auditConfigs" in paths or "audit_configs" in paths:
+        if policy.get("auditConfigs"):
+            new["auditConfigs"] = copy.deepcopy(policy["auditConfigs"])
+        else:
+            new.pop("auditConfigs", None)
+    return new
+
+
+def _access_policy_version(query: dict[str, list[str]] | None) -> int:
+    raw = ((query or {}).get("accessPolicyVersion") or ["0"])[0]
+    if raw not in ("0", "1", "3"):
+        # datasets.get/patch accessPolicyVersion: "Valid values are 0, 1, and 3. Requests
+        # specifying an invalid value will be rejected."
+        raise GoogleError(400, f"Invalid access policy version {raw}.", "invalid")
+    return int(raw)
+
+
+def _withcond(entry: dict[str, Any]) -> dict[str, Any]:
+    """A conditional entry as a read below version 3 shows it: datasets.get accessPolicyVersion,
+    "access entry with condition will have role string appended by 'withcond' string followed by a
+    hash value", e.g. "roles/bigquery.dataViewer_with_conditionalbinding_7a34awqsda"."""
+    if not entry.get("condition"):
+        return entry
+    import hashlib
+
+    digest = hashlib.sha1(json.dumps(entry["condition"], sort_keys=True).encode()).hexdigest()[:10]
+    out = {k: v for k, v in entry.items() if k != "condition"}
+    out["role"] = f"{entry.get('role', '')}_with_conditionalbinding_{digest}"
+    return out
+
+
+def _write_dataset(ds: dict[str, Any], body: dict[str, Any], replace: bool) -> None:
+    if replace:
+        keep = {k: ds[k] for k in ("kind", "id", "datasetReference", "location")}
+        ds.clear()
+        ds.update(keep)
+        ds["access"] = []
+    for k, v in (body or {}).items():
+        if k in ("kind", "id", "datasetReference", "etag"):
+            continue
+        ds[k] = [_bq_normalize(a) for a in v] if k == "access" else v
+
+
 def _bq_normalize(entry: dict[str, Any]) -> dict[str, Any]:
     e = dict(entry)
-    if e.get("role") in BQ_LEGACY_ROLES:
+    # conditional entries keep the IAM role name (the datasets.get accessPolicyVersion example)
+    if e.get("role") in BQ_LEGACY_ROLES and not e.get("condition"):
         e["role"] = BQ_LEGACY_ROLES[e["role"]]
     return e
 
@@ -735,7 +907,7 @@ class _Handler(BaseHTTPRequestHandler):
         # the client's delayed ACK add ~40 ms to every keep-alive request.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - never log bodies or addresses
+    def log_message(self, format: str, *args: Any) -> None:
         if not self.emu.quiet:
             super().log_message("%s %s", self.command, urllib.parse.urlsplit(self.path).path.split("/members/")[0])
 
@@ -759,6 +931,10 @@ class _Handler(BaseHTTPRequestHandler):
         path = urllib.parse.urlsplit(self.path).path
         if path.startswith("/_emulator/"):
             status, data = self.emu.control(self.command, path, body)
+            self._send(status, "application/json", json.dumps(data).encode())
+            return
+        if self.command == "POST" and path == "/token":
+            status, data = self.emu.token(body)
             self._send(status, "application/json", json.dumps(data).encode())
             return
         if self.command == "POST" and (path == "/batch" or path.startswith("/batch/")):

@@ -18,8 +18,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from cdsops.identity import InvalidEmail, canonicalize
 from cdsops.providers.base import (
@@ -31,18 +32,28 @@ from cdsops.providers.base import (
     SyncReport,
     VerificationFailed,
 )
-from cdsops.providers.retry import QUOTA, RETRY, Backoff, RateLimiter, classify, error_reason
+from cdsops.providers.retry import (
+    FATAL,
+    QUOTA,
+    RETRIED_QUOTA_REASONS,
+    RETRY,
+    Backoff,
+    RateLimiter,
+    classify,
+    error_reason,
+)
 
 __all__ = [
+    "BATCH_MAX_CALLS",
     "EMULATOR_ENV",
+    "MEMBER_WRITE_BATCH",
+    "POLICY_MAX_GROUPS",
+    "POLICY_MAX_PRINCIPALS",
     "SCOPES",
+    "GoogleAccessProvider",
+    "GoogleGroupProvider",
     "GoogleService",
     "build_service",
-    "GoogleGroupProvider",
-    "GoogleAccessProvider",
-    "POLICY_MAX_PRINCIPALS",
-    "POLICY_MAX_GROUPS",
-    "BATCH_MAX_CALLS",
 ]
 
 log = logging.getLogger("cdsops.providers.google")
@@ -62,13 +73,20 @@ _APIS = {
     "crm": ("cloudresourcemanager", "v3", "", "batch"),
     "bigquery": ("bigquery", "v2", "bigquery/v2/", "batch/bigquery/v2"),
 }
-# https://cloud.google.com/iam/docs/policies#limits
+# Policy.bindings: "up to 1,500 principals; up to 250 of these principals can be Google groups"
+# https://cloud.google.com/resource-manager/reference/rest/Shared.Types/Policy
 POLICY_MAX_PRINCIPALS = 1500
 POLICY_MAX_GROUPS = 250
 # https://developers.google.com/admin-sdk/directory/v1/guides/batch
 BATCH_MAX_CALLS = 1000
+# Member writes per batch: many concurrent member writes get 403 quotaExceeded "Request rate
+# higher than configured." (GAM-team/GAM#597, hashicorp/terraform-provider-googleworkspace#159);
+# GAM's default batch is 50. Measured with benchmarks/bench_groups.py (docs/providers.md).
+MEMBER_WRITE_BATCH = 50
 # https://developers.google.com/admin-sdk/directory/reference/rest/v1/members/list
 MEMBERS_PAGE_MAX = 200
+# https://cloud.google.com/bigquery/docs/reference/rest/v2/datasets/get (accessPolicyVersion)
+ACCESS_POLICY_VERSION = 3
 # https://cloud.google.com/bigquery/docs/reference/rest/v2/datasets#Dataset.FIELDS.access
 _BQ_LEGACY = {"roles/bigquery.dataOwner": "OWNER", "roles/bigquery.dataEditor": "WRITER", "roles/bigquery.dataViewer": "READER"}
 
@@ -103,9 +121,6 @@ def build_service(
     Default Credentials), scoped to :data:`SCOPES`; ``subject`` is the Workspace admin the
     service account impersonates (domain-wide delegation, required for ``directory``).
     """
-    import google.auth
-    import google.auth.credentials
-    import google.auth.exceptions
     import google_auth_httplib2
     import httplib2
     from googleapiclient.discovery import build
@@ -118,38 +133,51 @@ def build_service(
     if emulator:
         if not emulator.startswith(("http://127.", "http://localhost", "http://[::1]", "https://")):
             raise ValueError(f"{EMULATOR_ENV} must be an http://127.x.x.x:PORT (loopback) or https URL, got {emulator!r}")
+        import google.auth.credentials
+
         root = emulator.rstrip("/") + "/"
         creds = google.auth.credentials.AnonymousCredentials()
         options["api_endpoint"] = root + service_path
         batch_uri = root + batch_path
     else:
-        if credentials is not None:
-            creds = credentials
-        elif credentials_file:
-            from google.oauth2 import service_account
-
-            try:
-                creds = service_account.Credentials.from_service_account_file(credentials_file, scopes=list(SCOPES[api]))
-            except (OSError, ValueError) as exc:
-                raise ProviderError(f"cannot load the service-account key {credentials_file}: {exc}") from exc
-        else:
-            try:
-                creds, _project = google.auth.default(scopes=list(SCOPES[api]))
-            except google.auth.exceptions.DefaultCredentialsError:
-                raise ProviderError(
-                    f"no Google credentials for the {api} API: set providers.google.credentials_file to a service-account key, "
-                    f"or {EMULATOR_ENV} to use the emulator"
-                ) from None
-        if subject:
-            if not hasattr(creds, "with_subject"):
-                raise ProviderError("domain-wide delegation (subject) needs service-account credentials")
-            creds = creds.with_subject(subject)
-        elif api == "directory":
-            log.warning("directory API without a delegated subject: the service account must be a group manager itself")
+        creds = _credentials(api, credentials, credentials_file, subject)
         batch_uri = "https://" + {"directory": "admin", "crm": "cloudresourcemanager", "bigquery": "bigquery"}[api] + ".googleapis.com/" + batch_path
     http = google_auth_httplib2.AuthorizedHttp(creds, http=httplib2.Http(timeout=timeout))
     resource = build(name, version, http=http, static_discovery=True, cache_discovery=False, client_options=options or None)
     return GoogleService(api, resource, batch_uri)
+
+
+def _credentials(api: str, credentials: Any, credentials_file: str | None, subject: str | None) -> Any:
+    """Production credentials for ``api``: given, from the key file, or Application Default
+    Credentials (``GOOGLE_APPLICATION_CREDENTIALS``), scoped to :data:`SCOPES`; ``subject`` for
+    domain-wide delegation."""
+    import google.auth
+    import google.auth.exceptions
+
+    if credentials is not None:
+        creds = credentials
+    elif credentials_file:
+        from google.oauth2 import service_account
+
+        try:
+            creds = service_account.Credentials.from_service_account_file(credentials_file, scopes=list(SCOPES[api]))
+        except (OSError, ValueError) as exc:
+            raise ProviderError(f"cannot load the service-account key {credentials_file}: {exc}") from exc
+    else:
+        try:
+            creds, _project = google.auth.default(scopes=list(SCOPES[api]))
+        except google.auth.exceptions.DefaultCredentialsError:
+            raise ProviderError(
+                f"no Google credentials for the {api} API: set GOOGLE_APPLICATION_CREDENTIALS (or "
+                f"providers.google.credentials_file) to a service-account key, or {EMULATOR_ENV} to use the emulator"
+            ) from None
+    if subject:
+        if not hasattr(creds, "with_subject"):
+            raise ProviderError("domain-wide delegation (subject) needs service-account credentials")
+        return creds.with_subject(subject)
+    if api == "directory":
+        log.warning("directory API without a delegated subject: the service account itself needs the Groups Administrator admin role")
+    return creds
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:
@@ -193,7 +221,8 @@ class _Caller:
                 err = f"transport error {type(exc).__name__}"
             attempt += 1
             if attempt >= self.backoff.max_attempts:
-                raise ProviderError(f"{what} failed after {attempt} attempts (last: {err})")
+                error = QuotaExceeded if any(r in err for r in RETRIED_QUOTA_REASONS) else ProviderError
+                raise error(f"{what} failed after {attempt} attempts (last: {err}); the next run resumes")
             log.info("retrying %s after %s (attempt %d)", what, err, attempt)
             self.backoff.wait(attempt - 1)
 
@@ -214,7 +243,7 @@ class GoogleGroupProvider:
         service: GoogleService,
         *,
         backoff: Backoff | None = None,
-        batch_size: int = BATCH_MAX_CALLS,
+        batch_size: int = MEMBER_WRITE_BATCH,
         page_size: int = MEMBERS_PAGE_MAX,
         rate_limiter: RateLimiter | None = None,
     ):
@@ -290,13 +319,12 @@ class GoogleGroupProvider:
 
         if dry_run or not (to_add or to_remove):
             return report(to_add if dry_run else (), to_remove if dry_run else ())
-        ops = [("insert", ident, None) for ident in to_add] + [("delete", ident, current[ident]) for ident in to_remove]
-        added: set[str] = set()
-        removed: set[str] = set()
-        self._run(ops, caller, added, removed, report)
-        return report(added, removed)
+        ops: list[_Op] = [("insert", ident, None) for ident in to_add] + [("delete", ident, current[ident]) for ident in to_remove]
+        progress = _Progress()
+        self._run(ops, caller, progress, report)
+        return report(progress.added, progress.removed)
 
-    def _request(self, op: tuple[str, str, str | None]) -> Any:
+    def _request(self, op: _Op) -> Any:
         # Building the resource object costs milliseconds (discovery parsing): build it once.
         members = self._members_resource
         if members is None:
@@ -306,85 +334,116 @@ class GoogleGroupProvider:
             return members.insert(groupKey=self.group, body={"email": ident, "role": "MEMBER"})
         return members.delete(groupKey=self.group, memberKey=key)
 
-    def _run(self, ops, caller: _Caller, added: set, removed: set, report) -> None:
-        from googleapiclient.errors import HttpError
-
+    def _run(self, ops: list[_Op], caller: _Caller, progress: _Progress, report: Callable[..., SyncReport]) -> None:
+        """Send ``ops`` in batches; retry what failed transiently (429, 5xx, rate limits and
+        ``quotaExceeded``) with backoff; stop cleanly on a daily limit; fail on anything else."""
         pending = list(ops)
         attempt = 0
         while pending:
-            retry: list = []
-            fatal: list[str] = []
-            quota = ""
             for start in range(0, len(pending), self.batch_size):
-                chunk = pending[start : start + self.batch_size]
-                results: dict[str, Any] = {}
-
-                def cb(request_id: str, _response: Any, exception: Exception | None) -> None:
-                    results[request_id] = exception
-
-                batch = self.service.new_batch(callback=cb)
-                for i, op in enumerate(chunk):
-                    batch.add(self._request(op), request_id=str(i))
-                if self.rate_limiter is not None:
-                    self.rate_limiter.acquire(len(chunk))
-                caller.api_calls += len(chunk)
-                caller.http_requests += 1
-                try:
-                    batch.execute()
-                except HttpError as exc:  # the whole batch was refused
-                    kind = classify(exc.resp.status, exc.content)
-                    if kind == QUOTA:
-                        quota = error_reason(exc.content)
-                        break
-                    if kind == RETRY:
-                        retry.extend(chunk)
-                        continue
-                    raise ProviderError(f"members batch failed: HTTP {exc.resp.status} {error_reason(exc.content)}", report(added, removed)) from None
-                except _transport_errors():
-                    retry.extend(chunk)
-                    continue
-                for i, op in enumerate(chunk):
-                    exc = results.get(str(i), RuntimeError("no answer in batch response"))
-                    kind_op, ident, _key = op
-                    if exc is None:
-                        (added if kind_op == "insert" else removed).add(ident)
-                        continue
-                    status = getattr(getattr(exc, "resp", None), "status", 0)
-                    content = getattr(exc, "content", b"")
-                    if kind_op == "insert" and status == 409:  # "Member already exists": success
-                        added.add(ident)
-                        continue
-                    if kind_op == "delete" and status == 404:  # already gone: success
-                        removed.add(ident)
-                        continue
-                    kind = classify(status, content) if status else RETRY
-                    if kind == QUOTA:
-                        quota = error_reason(content)
-                    elif kind == RETRY:
-                        retry.append(op)
-                    else:
-                        fatal.append(f"members.{kind_op}: HTTP {status} {error_reason(content)}")
-                if quota:
+                self._send_batch(pending[start : start + self.batch_size], caller, progress, report)
+                if progress.stop:
                     break
-            if quota:
+            if progress.stop:
                 raise QuotaExceeded(
-                    f"group {self.group}: Google API quota exceeded ({quota}) after {len(added)} additions and "
-                    f"{len(removed)} removals; stopped cleanly, the next run resumes",
-                    report(added, removed),
+                    f"group {self.group}: Google API quota exceeded ({progress.stop}) after {len(progress.added)} additions and "
+                    f"{len(progress.removed)} removals; stopped cleanly, the next run resumes",
+                    report(progress.added, progress.removed),
                 )
-            if fatal:
-                reasons = sorted(set(fatal))
-                raise ProviderError(f"group {self.group}: {len(fatal)} member changes failed: {'; '.join(reasons[:3])}", report(added, removed))
-            if retry:
+            if progress.fatal:
+                reasons = sorted(set(progress.fatal))
+                raise ProviderError(
+                    f"group {self.group}: {len(progress.fatal)} member changes failed: {'; '.join(reasons[:3])}",
+                    report(progress.added, progress.removed),
+                )
+            pending, progress.retry = progress.retry, []
+            if pending:
                 attempt += 1
-                if attempt >= self.backoff.max_attempts:
-                    raise ProviderError(
-                        f"group {self.group}: {len(retry)} member changes still failing after {attempt} attempts; the next run resumes",
-                        report(added, removed),
-                    )
-                log.info("group sync: retrying %d calls (attempt %d)", len(retry), attempt)
-                self.backoff.wait(attempt - 1)
-            pending = retry
+                self._before_retry(pending, attempt, progress, report)
+
+    def _before_retry(self, pending: list[_Op], attempt: int, progress: _Progress, report: Callable[..., SyncReport]) -> None:
+        if attempt >= self.backoff.max_attempts:
+            what = f"({', '.join(sorted(progress.quota))}) " if progress.quota else ""
+            error = QuotaExceeded if progress.quota else ProviderError
+            raise error(
+                f"group {self.group}: {len(pending)} member changes still failing {what}after {attempt} attempts; the next run resumes",
+                report(progress.added, progress.removed),
+            )
+        log.info("group sync: retrying %d calls (attempt %d)", len(pending), attempt)
+        self.backoff.wait(attempt - 1)
+        progress.quota.clear()
+
+    def _send_batch(self, chunk: list[_Op], caller: _Caller, progress: _Progress, report: Callable[..., SyncReport]) -> None:
+        from googleapiclient.errors import HttpError
+
+        results: dict[str, Any] = {}
+
+        def cb(request_id: str, _response: Any, exception: Exception | None) -> None:
+            results[request_id] = exception
+
+        batch = self.service.new_batch(callback=cb)
+        for i, op in enumerate(chunk):
+            batch.add(self._request(op), request_id=str(i))
+        if self.rate_limiter is not None:
+            self.rate_limiter.acquire(len(chunk))
+        caller.api_calls += len(chunk)
+        caller.http_requests += 1
+        try:
+            batch.execute()
+        except HttpError as exc:  # the whole batch was refused
+            kind = classify(exc.resp.status, exc.content)
+            if kind == FATAL:
+                raise ProviderError(
+                    f"members batch failed: HTTP {exc.resp.status} {error_reason(exc.content)}", report(progress.added, progress.removed)
+                ) from None
+            progress.failed(chunk, kind, error_reason(exc.content))
+            return
+        except _transport_errors():
+            progress.retry.extend(chunk)
+            return
+        for i, op in enumerate(chunk):
+            progress.settle(op, results.get(str(i), RuntimeError("no answer in batch response")))
+
+
+_Op = tuple[str, str, "str | None"]  # (insert | delete, canonical identity, member key to delete)
+
+
+@dataclass
+class _Progress:
+    """What a group sync has done so far, and what is left to retry."""
+
+    added: set[str] = field(default_factory=set)
+    removed: set[str] = field(default_factory=set)
+    retry: list[_Op] = field(default_factory=list)
+    fatal: list[str] = field(default_factory=list)
+    quota: set[str] = field(default_factory=set)  # quota reasons seen in this pass (retried)
+    stop: str = ""  # a reason that must not be retried in this run (daily limit)
+
+    def failed(self, ops: list[_Op], kind: str, reason: str) -> None:
+        if kind == QUOTA:
+            self.stop = reason
+        else:
+            if reason in RETRIED_QUOTA_REASONS:
+                self.quota.add(reason)
+            self.retry.extend(ops)
+
+    def settle(self, op: _Op, exc: BaseException | None) -> None:
+        kind_op, ident, _key = op
+        if exc is None:
+            (self.added if kind_op == "insert" else self.removed).add(ident)
+            return
+        status = getattr(getattr(exc, "resp", None), "status", 0)
+        content = getattr(exc, "content", b"")
+        if kind_op == "insert" and status == 409:  # "Member already exists": success
+            self.added.add(ident)
+        elif kind_op == "delete" and status == 404:  # already gone: success
+            self.removed.add(ident)
+        else:
+            kind = classify(status, content) if status else RETRY
+            if kind == FATAL:
+                self.fatal.append(f"members.{kind_op}: HTTP {status} {error_reason(content)}")
+            else:
+                self.failed([op], kind, error_reason(content))
 
 
 # --------------------------------------------------------------------------- access grants
@@ -437,6 +496,7 @@ class GoogleAccessProvider:
         bigquery: GoogleService | None = None,
         backoff: Backoff | None = None,
         max_conflicts: int = 5,
+        verify_attempts: int = 5,
     ):
         self.principal = _group_principal(group)
         self.group = self.principal.split(":", 1)[1]
@@ -459,6 +519,7 @@ class GoogleAccessProvider:
         self.crm, self.bigquery = crm, bigquery
         self.backoff = backoff or Backoff()
         self.max_conflicts = max_conflicts
+        self.verify_attempts = max(1, verify_attempts)
 
     # -- project IAM policy
     def _project_roles_of(self, policy: dict[str, Any]) -> tuple[str, ...]:
@@ -489,8 +550,10 @@ class GoogleAccessProvider:
 
     @staticmethod
     def _check_limits(resource: str, policy: dict[str, Any]) -> None:
-        principals = {m for b in policy.get("bindings", []) for m in b.get("members", [])}
-        groups = {m for m in principals if m.startswith("group:")}
+        # "Each occurrence of a principal counts towards these limits" (Policy.bindings,
+        # https://cloud.google.com/resource-manager/reference/rest/Shared.Types/Policy): a list, not a set.
+        principals = [m for b in policy.get("bindings", []) for m in b.get("members", [])]
+        groups = [m for m in principals if m.startswith("group:")]
         if len(principals) > POLICY_MAX_PRINCIPALS:
             raise LimitExceeded(
                 f"{resource}: the allow policy would hold {len(principals)} principals, more than the documented "
@@ -508,12 +571,20 @@ class GoogleAccessProvider:
 
     # -- BigQuery dataset access
     def _dataset_roles_of(self, ds: dict[str, Any]) -> tuple[str, ...]:
-        return tuple(sorted({_bq_role(a.get("role", "")) for a in ds.get("access", []) if (a.get("groupByEmail") or "").lower() == self.group and not a.get("condition")}))
+        mine = [a for a in ds.get("access", []) if (a.get("groupByEmail") or "").lower() == self.group and not a.get("condition")]
+        return tuple(sorted({_bq_role(a.get("role", "")) for a in mine}))
 
     def _plan_dataset(self, dataset: str, caller: _Caller) -> _Plan:
         name = f"datasets/{self.project}/{dataset}"
-        req = self.bigquery.resource.datasets().get(projectId=self.project, datasetId=dataset)
+        # accessPolicyVersion=3: below it, conditional entries come back with altered role names
+        # and a patch of such a dataset is refused (datasets.get / datasets.patch reference).
+        req = self.bigquery.resource.datasets().get(projectId=self.project, datasetId=dataset, accessPolicyVersion=ACCESS_POLICY_VERSION)
         ds = caller.execute(req, "datasets.get")
+        if "access" not in ds:
+            raise ProviderError(
+                f"{name}: the dataset was read without its access list; the service account needs "
+                "bigquery.datasets.getIamPolicy (roles/bigquery.dataOwner); nothing was changed"
+            )
         before = self._dataset_roles_of(ds)
         missing = [r for r in self.dataset_roles if r not in before]
         if not missing:
@@ -527,7 +598,9 @@ class GoogleAccessProvider:
 
     def _write_dataset(self, plan: _Plan, caller: _Caller) -> None:
         dataset = plan.resource.rsplit("/", 1)[1]
-        req = self.bigquery.resource.datasets().patch(projectId=self.project, datasetId=dataset, body=plan.new)
+        req = self.bigquery.resource.datasets().patch(
+            projectId=self.project, datasetId=dataset, body=plan.new, accessPolicyVersion=ACCESS_POLICY_VERSION
+        )
         req.headers["If-Match"] = plan.base["etag"]
         caller.execute(req, "datasets.patch", conflict_ok=(409, 412))
 
@@ -542,8 +615,6 @@ class GoogleAccessProvider:
         return out + [f"datasets/{self.project}/{d}" for d in self.datasets]
 
     def ensure(self, dry_run: bool = False) -> AccessReport:
-        from googleapiclient.errors import HttpError
-
         caller = _Caller(self.backoff)
         # Read and check everything first: a limit problem anywhere stops the run before any write.
         plans = [self._plan(r, caller) for r in self.resources()]
@@ -552,30 +623,49 @@ class GoogleAccessProvider:
         conflicts = 0
         changes = []
         for plan in plans:
-            tries = 0
-            while plan.new is not None:
-                try:
-                    if plan.resource.startswith("projects/"):
-                        self._write_project(plan, caller)
-                    else:
-                        self._write_dataset(plan, caller)
-                    break
-                except HttpError as exc:  # 409 ABORTED (IAM) / 412 (BigQuery): someone wrote in between
-                    conflicts += 1
-                    tries += 1
-                    if tries > self.max_conflicts:
-                        raise ProviderError(f"{plan.resource}: still conflicting after {tries} read-modify-write attempts (HTTP {exc.resp.status})") from None
-                    log.info("%s changed under us (HTTP %s); re-reading", plan.resource, exc.resp.status)
-                    self.backoff.wait(tries - 1)
-                    before = plan.before
-                    plan = self._plan(plan.resource, caller)
-                    plan.before = before
+            plan, tries = self._write_with_retries(plan, caller)
+            conflicts += tries
             changes.append(AccessChange(plan.resource, plan.before, plan.after))
-        # Verify by reading back.
         for ch in changes:
-            if not ch.changed:
-                continue
-            check = self._plan(ch.resource, caller)
-            if check.new is not None:
-                raise VerificationFailed(f"{ch.resource}: after writing, the group still lacks {sorted(set(ch.after) - set(check.before))}")
+            if ch.changed:
+                self._verify(ch, caller)
         return AccessReport(tuple(changes), caller.api_calls, conflicts, False)
+
+    def _write_with_retries(self, plan: _Plan, caller: _Caller) -> tuple[_Plan, int]:
+        """Write ``plan``; on 409 ABORTED (IAM) / 412 (BigQuery) re-read, re-apply, write again."""
+        from googleapiclient.errors import HttpError
+
+        tries = 0
+        while plan.new is not None:
+            try:
+                if plan.resource.startswith("projects/"):
+                    self._write_project(plan, caller)
+                else:
+                    self._write_dataset(plan, caller)
+                break
+            except HttpError as exc:  # someone wrote in between
+                tries += 1
+                if tries > self.max_conflicts:
+                    raise ProviderError(f"{plan.resource}: still conflicting after {tries} read-modify-write attempts (HTTP {exc.resp.status})") from None
+                log.info("%s changed under us (HTTP %s); re-reading", plan.resource, exc.resp.status)
+                self.backoff.wait(tries - 1)
+                before = plan.before
+                plan = self._plan(plan.resource, caller)
+                plan.before = before
+        return plan, tries
+
+    def _verify(self, change: AccessChange, caller: _Caller) -> None:
+        """Read ``change.resource`` back until it shows the roles. IAM reads right after a write
+        can be stale (eventual consistency, https://cloud.google.com/iam/docs/retry-strategy), so
+        a missing role is re-read with backoff, ``verify_attempts`` times in all."""
+        for attempt in range(self.verify_attempts):
+            check = self._plan(change.resource, caller)
+            if check.new is None:
+                return
+            if attempt + 1 < self.verify_attempts:
+                log.info("%s: read-back does not show the change yet; reading again", change.resource)
+                self.backoff.wait(attempt)
+        raise VerificationFailed(
+            f"{change.resource}: after writing, the group still lacks {sorted(set(change.after) - set(check.before))} "
+            f"({self.verify_attempts} reads)"
+        )

@@ -4,10 +4,11 @@ Follows https://developers.google.com/admin-sdk/directory/v1/limits and
 https://cloud.google.com/iam/docs/retry-strategy : retry 429, 5xx and 403
 ``rateLimitExceeded``/``userRateLimitExceeded`` with truncated exponential backoff.
 
-``quotaExceeded`` (and ``dailyLimitExceeded``) stop the run cleanly (a project decision):
-the Directory API documents ``quotaExceeded`` as "the limit of concurrent requests for a
-certain operation has been reached - retry using exponential back-off", and the next run of
-the timer is that retry; ``dailyLimitExceeded`` must not be retried before the quota resets.
+``quotaExceeded`` is retried the same way: the Directory API documents it as "the limit of
+concurrent requests for a certain operation has been reached" and says to retry with
+exponential backoff, and real group-member writes get it when too many run at once (batched
+or concurrent inserts, reported by GAM and the Terraform googleworkspace provider users).
+``dailyLimitExceeded`` stops the run cleanly: it must not be retried before the quota resets.
 
 :class:`RateLimiter` paces calls under a documented per-minute quota (2,400 queries per
 minute per user for the Directory API) so a large sync does not run into it at all.
@@ -18,14 +19,16 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
-__all__ = ["Backoff", "RateLimiter", "classify", "error_reason", "RETRY", "QUOTA", "FATAL"]
+__all__ = ["FATAL", "QUOTA", "RETRIED_QUOTA_REASONS", "RETRY", "Backoff", "RateLimiter", "classify", "error_reason"]
 
 RETRY, QUOTA, FATAL = "retry", "quota", "fatal"
-_RATE_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded", "backendError", "internalError"})
-_QUOTA_REASONS = frozenset({"quotaExceeded", "dailyLimitExceeded", "dailyLimitExceededUnreg"})
+#: quota reasons that are retried with backoff like a rate limit (concurrent-request limits)
+RETRIED_QUOTA_REASONS = frozenset({"quotaExceeded"})
+_RATE_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded", "backendError", "internalError"}) | RETRIED_QUOTA_REASONS
+_QUOTA_REASONS = frozenset({"dailyLimitExceeded", "dailyLimitExceededUnreg"})
 
 
 @dataclass
@@ -62,7 +65,7 @@ class RateLimiter:
 
         self.calls, self.window = calls, per_seconds * (1 + margin) + margin
         self.clock, self.sleep = clock, sleep
-        self._log: "collections.deque[float]" = collections.deque()
+        self._log: collections.deque[float] = collections.deque()
         self.waited = 0.0
 
     def acquire(self, n: int = 1) -> None:
