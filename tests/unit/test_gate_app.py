@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from cdsops.gate import USERNAME_HEADER
+from cdsops.gate import SESSION_COOKIE, USERNAME_HEADER
 from cdsops.gate import session as sessions
 from cdsops.gate.app import create_app, safe_return_path
 from cdsops.gate.audit import AuditLog
@@ -32,6 +32,7 @@ def base_config(tmp_path, **over):
         "cookie_key_file": str(tmp_path / "cookie.key"),
         "hash_key_file": str(tmp_path / "signin.key"),
         "map_file": str(tmp_path / "map.json"),
+        "state_dir": str(tmp_path / "state"),
         "public_url": "https://ide.example.org",
         "registration_url": "https://forms.example.org/r",
     }
@@ -68,19 +69,19 @@ def auth(app, cookie_header=""):
 
 
 def test_auth_subrequest(gate):
-    ok = auth(gate, "other=1; cdsops_session=" + cookie("s000001", gate.alice))
+    ok = auth(gate, f"other=1; {SESSION_COOKIE}=" + cookie("s000001", gate.alice))
     assert ok.status_code == 200 and ok.headers[USERNAME_HEADER] == "s000001"
     assert auth(gate).status_code == 401
-    assert auth(gate, "cdsops_session=" + cookie("s000001", gate.alice, NOW - 1)).status_code == 401
+    assert auth(gate, f"{SESSION_COOKIE}=" + cookie("s000001", gate.alice, NOW - 1)).status_code == 401
     # a valid signature for a pairing the map does not hold
-    assert auth(gate, "cdsops_session=" + cookie("s000002", gate.alice)).status_code == 401
+    assert auth(gate, f"{SESSION_COOKIE}=" + cookie("s000002", gate.alice)).status_code == 401
     # not ready yet
-    assert auth(gate, "cdsops_session=" + cookie("s000002", "b" * 64)).status_code == 401
+    assert auth(gate, f"{SESSION_COOKIE}=" + cookie("s000002", "b" * 64)).status_code == 401
     assert USERNAME_HEADER not in auth(gate).headers
 
 
 def test_revocation_takes_effect_on_the_next_request(gate, tmp_path):
-    value = "cdsops_session=" + cookie("s000001", gate.alice)
+    value = f"{SESSION_COOKIE}=" + cookie("s000001", gate.alice)
     assert auth(gate, value).status_code == 200
     write_map(tmp_path, [], expired=[gate.alice])
     assert auth(gate, value).status_code == 401
@@ -97,7 +98,7 @@ def test_callback_without_a_flow_is_an_audited_error(gate):
 def test_logout_clears_the_cookie(gate):
     r = gate.flask_app.test_client().post("/_cdsops/logout")
     assert r.status_code == 200 and b"Signed out" in r.data
-    assert any(h.startswith("cdsops_session=;") for h in r.headers.getlist("Set-Cookie"))
+    assert any(h.startswith(f"{SESSION_COOKIE}=;") for h in r.headers.getlist("Set-Cookie"))
 
 
 def test_missing_secret_fails_at_start(tmp_path):
