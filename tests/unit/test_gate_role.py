@@ -187,3 +187,18 @@ def test_missing_or_weak_settings_fail_clearly_without_printing_secrets(tmp_path
     assert proc.returncode != 0
     assert "signin_gate_cookie_key | length >= 32" in out
     assert "s3cret-value-xyz" not in out and "short-cookie-key" not in out
+
+
+def test_workbench_signs_out_through_the_gate():
+    """Contract with the rstudio_server role: Workbench's "Sign out" ends at the gate's logout
+    (which revokes the session), not at the sign-in URL (which used to send the student back)."""
+    from cdsops.gate.views import LOGOUT_URL
+
+    rserver = ROLE.parent / "rstudio_server/templates/rserver.conf.j2"
+    if not rserver.exists():
+        pytest.skip("rstudio_server role not present")
+    assert f"\nauth-proxy-sign-out-url={LOGOUT_URL}\n" in rserver.read_text()
+    checker = (ROLE.parent / "rstudio_server/files/cdsops-rstudio-conf-check").read_text()
+    assert '"auth-proxy-sign-out-url"' in checker  # the role's own validator knows the option
+    site_check = (ROLE.parent / "rstudio_server/files/cdsops-nginx-check-site").read_text()
+    assert "include /etc/nginx/conf.d/*.conf;" in site_check  # the site validates with the gate's zones
