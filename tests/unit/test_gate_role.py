@@ -202,3 +202,12 @@ def test_workbench_signs_out_through_the_gate():
     assert '"auth-proxy-sign-out-url"' in checker  # the role's own validator knows the option
     site_check = (ROLE.parent / "rstudio_server/files/cdsops-nginx-check-site").read_text()
     assert "include /etc/nginx/conf.d/*.conf;" in site_check  # the site validates with the gate's zones
+
+
+def test_support_command_runs_the_installed_gate_with_its_configuration():
+    wrapper = render("cdsops-gate.sh.j2")
+    assert wrapper.startswith("#!/bin/sh\n")
+    assert ('exec env PYTHONPATH=/opt/cdsops-gate PYTHONDONTWRITEBYTECODE=1 /usr/bin/python3 -m cdsops.gate '
+            '--config /etc/cdsops/gate.json "$@"') in wrapper
+    task = next(t for t in load("tasks/install.yml") if t.get("ansible.builtin.template", {}).get("src") == "cdsops-gate.sh.j2")
+    assert task["ansible.builtin.template"]["dest"] == "/usr/local/sbin/cdsops-gate"

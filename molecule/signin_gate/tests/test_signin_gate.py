@@ -93,6 +93,19 @@ def test_sign_out_revokes_the_session_for_every_copy_across_a_restart(host, sign
     assert '"username":"s000001"' in lines
 
 
+def test_support_resets_a_subject_binding_with_the_command(host):
+    import shlex
+
+    binding = '{"bound_at":"2026-01-01T00:00:00Z","format":"cdsops-gate-subject/1","key_id":"x","subject":"y"}'
+    write = "import sys; open(sys.argv[1], 'w').write(sys.argv[2])"
+    host.run_test("runuser -u cdsops-gate -- python3 -c " + " ".join(
+        shlex.quote(a) for a in (write, "/var/lib/cdsops-gate/subjects/s000004", binding)))
+    reset = host.run("cdsops-gate --reset-subject s000004")
+    assert reset.rc == 0 and "removed" in reset.stdout, reset.stderr
+    assert not host.file("/var/lib/cdsops-gate/subjects/s000004").exists
+    assert host.run("cdsops-gate --reset-subject s000004").rc == 1
+
+
 def test_rate_limit_zones_are_loaded_at_http_level(host):
     f = host.file("/etc/nginx/conf.d/cdsops-gate-limits.conf")
     assert f.exists and "limit_req_zone" in f.content_string
