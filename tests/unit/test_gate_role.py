@@ -209,5 +209,6 @@ def test_support_command_runs_the_installed_gate_with_its_configuration():
     assert wrapper.startswith("#!/bin/sh\n")
     assert ('exec env PYTHONPATH=/opt/cdsops-gate PYTHONDONTWRITEBYTECODE=1 /usr/bin/python3 -m cdsops.gate '
             '--config /etc/cdsops/gate.json "$@"') in wrapper
-    task = next(t for t in load("tasks/install.yml") if t.get("ansible.builtin.template", {}).get("src") == "cdsops-gate.sh.j2")
+    task = next(t for t in load("tasks/install.yml")
+                if t.get("ansible.builtin.template", {}).get("src") == "cdsops-gate.sh.j2")
     assert task["ansible.builtin.template"]["dest"] == "/usr/local/sbin/cdsops-gate"

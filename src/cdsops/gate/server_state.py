@@ -17,6 +17,7 @@ support can read or edit it with ordinary tools (no email is ever stored):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -59,7 +60,7 @@ def _fsync_dir(path: str) -> None:
 def subject_hash(hash_key: bytes, issuer: str, subject: str) -> str:
     """The keyed hash of an issuer's subject identifier (a sub-key of the identity-hash key)."""
     sub_key = hmac.new(hash_key, b"cdsops-gate/subject", hashlib.sha256).digest()
-    return hmac.new(sub_key, f"{issuer}\n{subject}".encode("utf-8"), hashlib.sha256).hexdigest()
+    return hmac.new(sub_key, f"{issuer}\n{subject}".encode(), hashlib.sha256).hexdigest()
 
 
 def key_id(hash_key: bytes) -> str:
@@ -103,12 +104,10 @@ class RevokedSessions:
         removed = 0
         with os.scandir(self.directory) as entries:
             for entry in entries:
-                try:
+                with contextlib.suppress(FileNotFoundError):  # another worker swept it first
                     if entry.stat(follow_symlinks=False).st_mtime <= now:
                         os.unlink(entry.path)
                         removed += 1
-                except FileNotFoundError:
-                    pass  # another worker swept it first
         return removed
 
     def __len__(self) -> int:
@@ -177,13 +176,9 @@ class SubjectBindings:
             if replace:
                 os.replace(tmp, self.path(username))
             else:
-                try:
+                with contextlib.suppress(FileExistsError):  # a concurrent first sign-in bound it first
                     os.link(tmp, self.path(username))
-                except FileExistsError:
-                    pass  # a concurrent first sign-in bound it: compared by the caller
         finally:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-            except FileNotFoundError:
-                pass
         _fsync_dir(self.directory)
