@@ -85,8 +85,10 @@ def test_sign_out_revokes_the_session_for_every_copy_across_a_restart(host, sign
     for _ in range(4):
         assert fetch_h(host, "http://127.0.0.1:8080/", headers)[0] == 302
     host.run_test("systemctl restart cdsops-gate")
-    deadline = time.monotonic() + 30
-    while fetch_h(host, "http://127.0.0.1:9180/_cdsops/healthz", [])[0] != 200 and time.monotonic() < deadline:
+    probe = "python3 -c 'import urllib.request; urllib.request.urlopen(\"http://127.0.0.1:9180/_cdsops/healthz\", timeout=5)'"
+    deadline = time.monotonic() + 60
+    while host.run(probe).rc != 0:  # connection refused until gunicorn listens again
+        assert time.monotonic() < deadline, "the gate did not come back after a restart"
         time.sleep(0.5)
     assert fetch_h(host, "http://127.0.0.1:8080/", headers)[0] == 302
     lines = host.check_output("journalctl -t cdsops-gate -o cat --no-pager | grep '\"outcome\":\"signout\"' || true")
