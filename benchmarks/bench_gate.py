@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from test_gate_signin import GateStack, load_map_writer  # noqa: E402
 
+from cdsops.gate import SESSION_COOKIE  # noqa: E402
 from cdsops.gate import session as gate_session  # noqa: E402
 from cdsops.gate.signin_map import decide, parse_map  # noqa: E402
 
@@ -42,7 +43,7 @@ REWRITE_EVERY = 2.0  # seconds; reconcile rewrites the map at most once a minute
 def wrk(url: str, cookie: str, seconds: float, connections: int = 32, threads: int = 1) -> dict:
     out = subprocess.run(
         ["wrk", "-t", str(threads), "-c", str(connections), "--timeout", "10s", "-d", f"{max(1, round(seconds))}s", "--latency",
-         "-H", f"Cookie: cdsops_session={cookie}", url],
+         "-H", f"Cookie: {SESSION_COOKIE}={cookie}", url],
         capture_output=True, text=True, check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))

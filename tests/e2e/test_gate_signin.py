@@ -32,6 +32,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "src"))
 
+from cdsops.gate import SESSION_COOKIE  # noqa: E402
 from cdsops.gate import session as gate_session  # noqa: E402
 from cdsops.identity import canonicalize, identity_hash  # noqa: E402
 
@@ -54,12 +55,15 @@ def load_map_writer():
 
 
 def render_role_template(name: str, **variables) -> str:
+    """A template of the signin_gate role with the role's defaults, ``variables`` on top."""
     import jinja2
+    import yaml
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(REPO / "roles/signin_gate/templates")),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     env.globals["ansible_managed"] = "rendered by the e2e test"
-    return env.get_template(name).render(**variables)
+    defaults = yaml.safe_load((REPO / "roles/signin_gate/defaults/main.yml").read_text())
+    return env.get_template(name).render(**{**defaults, **variables})
 
 
 def make_pki(directory: Path) -> None:
@@ -189,6 +193,7 @@ class GateStack:
             "cookie_key_file": str(self.dir / "cookie.key"),
             "hash_key_file": str(self.dir / "signin.key"),
             "map_file": str(self.map_path),
+            "state_dir": str(self.dir / "state"),
             "public_url": self.base_url,
             "registration_url": REGISTRATION_URL,
             "listen": f"127.0.0.1:{self.gate_port}",
@@ -201,8 +206,7 @@ class GateStack:
 
         self._spawn("idp", [sys.executable, "-m", "oidc_provider_mock", "-p", str(self.idp_port),
                             "-H", "127.0.0.1"], env={"NO_COLOR": "1", "PYTHONWARNINGS": "ignore"})
-        env = {"PYTHONPATH": str(REPO / "src"), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
-        self._spawn("gate", [SYSTEM_PYTHON, "-m", "cdsops.gate", "--config", str(self.dir / "gate.json")], env=env)
+        self._spawn_gate()
         if self.upstream_kind == "python":
             self.echo = EchoUpstreamTestDouble()
             self.echo.start()
@@ -214,6 +218,25 @@ class GateStack:
         self._wait(lambda: requests.get(f"http://127.0.0.1:{self.gate_port}/_cdsops/healthz", timeout=2).ok, "gate")
         self._wait(lambda: requests.get(f"{self.base_url}/_cdsops/healthz", verify=self.ca, timeout=2).ok, "nginx")
 
+    GATE_ENV = {"PYTHONPATH": str(REPO / "src"), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
+
+    def _spawn_gate(self) -> None:
+        self._spawn("gate", [SYSTEM_PYTHON, "-m", "cdsops.gate", "--config", str(self.dir / "gate.json")],
+                    env=self.GATE_ENV)
+
+    def restart_gate(self) -> None:
+        """Stop the gate (all its workers) and start it again, as a restart of its unit does."""
+        import requests
+
+        self._stop_proc("gate")
+        self._spawn_gate()
+        self._wait(lambda: requests.get(f"http://127.0.0.1:{self.gate_port}/_cdsops/healthz", timeout=2).ok, "gate")
+
+    def gate_command(self, *args: str) -> subprocess.CompletedProcess:
+        """``cdsops-gate --config gate.json ARGS`` as support runs it on the host."""
+        return subprocess.run([SYSTEM_PYTHON, "-m", "cdsops.gate", "--config", str(self.dir / "gate.json"), *args],
+                              env={**os.environ, **self.GATE_ENV}, capture_output=True, text=True, timeout=30)
+
     @property
     def ca(self) -> str:
         return str(self.dir / "ca.pem")
@@ -221,8 +244,8 @@ class GateStack:
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         full_env = dict(os.environ)
         full_env.update(env or {})
-        out = open(self.dir / f"{name}.out", "wb")
-        err = open(self.dir / f"{name}.err", "wb")
+        out = open(self.dir / f"{name}.out", "ab")  # appended: a restarted gate keeps its earlier lines
+        err = open(self.dir / f"{name}.err", "ab")
         self.procs[name] = subprocess.Popen(argv, stdout=out, stderr=err, env=full_env, cwd=self.dir,
                                             start_new_session=True)
         out.close()
@@ -247,7 +270,7 @@ class GateStack:
         snippets = self.dir / "snippets"
         snippets.mkdir(exist_ok=True)
         variables = {"signin_gate_listen_address": "127.0.0.1", "signin_gate_port": self.gate_port}
-        for name in ("cdsops-gate-server.conf", "cdsops-gate-protect.conf"):
+        for name in ("cdsops-gate-limits.conf", "cdsops-gate-server.conf", "cdsops-gate-protect.conf"):
             (snippets / name).write_text(render_role_template(name + ".j2", **variables))
         echo_server = ""
         if self.upstream_kind == "nginx":
@@ -270,6 +293,7 @@ http {{
   fastcgi_temp_path {d}/tmp-fastcgi;
   uwsgi_temp_path {d}/tmp-uwsgi;
   scgi_temp_path {d}/tmp-scgi;
+  include {snippets}/cdsops-gate-limits.conf;  # where Debian's conf.d/*.conf is included
   server {{
     listen 127.0.0.1:{self.nginx_port} ssl;
     ssl_certificate {d}/server.pem;
@@ -287,17 +311,20 @@ http {{
 }}
 """)
 
+    def _stop_proc(self, name: str) -> None:
+        proc = self.procs.get(name)
+        if proc is None or proc.poll() is not None:
+            return
+        os.killpg(proc.pid, signal.SIGQUIT if name == "nginx" else signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
     def stop(self) -> None:
         for name in ("nginx", "gate", "idp"):
-            proc = self.procs.get(name)
-            if proc is None or proc.poll() is not None:
-                continue
-            os.killpg(proc.pid, signal.SIGQUIT if name == "nginx" else signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
+            self._stop_proc(name)
         if self.echo is not None:
             self.echo.stop()
             self.echo = None
@@ -324,10 +351,16 @@ http {{
         s.verify = self.ca
         return s
 
-    def sign_in(self, email: str, *, verified: object = True, path: str = "/", browser=None):
-        """Walk the whole code flow like a browser; return (browser, final response)."""
-        sub = "sub-" + email.lower()
-        self.set_user(sub, {"email": email, "email_verified": verified})
+    def sign_in(self, email: str, *, verified: object = True, path: str = "/", browser=None,
+                sub: str | None = None, extra: dict | None = None):
+        """Walk the whole code flow like a browser; return (browser, final response).
+
+        ``sub`` is the provider's subject: by default one per person (the canonical identity),
+        as Google gives one account the same ``sub`` whichever alias of its address is used.
+        ``extra`` claims go into the ID token as they are (the issuer lets them override its own).
+        """
+        sub = sub or "sub-" + canonicalize(email)
+        self.set_user(sub, {"email": email, "email_verified": verified, **(extra or {})})
         s = browser or self.browser()
         form = s.get(self.base_url + path, timeout=10)
         assert form.url.startswith(self.issuer + "/oauth2/authorize"), (form.status_code, form.url)
@@ -355,6 +388,7 @@ def stack(tmp_path_factory):
             {"hash": s.hash("eve@example.org"), "username": "s000005", "ready_at": _ready()},
             {"hash": s.hash("dave@example.org"), "username": "s000004", "ready_at": _ready(-10)},
             {"hash": s.hash("frank@example.org"), "username": "s000006", "ready_at": _ready()},
+            {"hash": s.hash("grace@example.org"), "username": "s000007", "ready_at": _ready()},
         ],
         expired=[s.hash("carol@example.org")],
     )
@@ -378,14 +412,17 @@ def test_registered_student_reaches_the_ide_as_their_username(stack):
     assert echo(s.get(stack.base_url + "/another", timeout=5))["x_rstudio_username"] == ["s000001"]
 
 
-def test_session_cookie_is_secure_httponly_samesite(stack):
+def test_session_cookie_is_secure_httponly_samesite_and_host_only(stack):
     _, final = stack.sign_in("alicesmith@gmail.com")
     callback = [r for r in final.history if "/_cdsops/callback" in r.url]
     assert callback and callback[0].status_code == 303
     set_cookie = callback[0].headers["Set-Cookie"]
-    assert set_cookie.startswith("cdsops_session=")
-    lowered = set_cookie.lower()
-    assert "secure" in lowered and "httponly" in lowered and "samesite=lax" in lowered
+    # __Host-: browsers accept it only with Secure, Path=/ and no Domain (a sibling host can
+    # neither set nor overwrite it)
+    assert set_cookie.startswith("__Host-cdsops_session=")
+    attributes = [a.strip().lower() for a in set_cookie.split(";")[1:]]
+    assert {"secure", "httponly", "samesite=lax", "path=/"} <= set(attributes)
+    assert not [a for a in attributes if a.startswith("domain")]
     assert "@" not in set_cookie
 
 
@@ -400,7 +437,7 @@ def test_unregistered_identity_gets_the_registration_page(stack):
     assert "No registration found" in final.text
     assert REGISTRATION_URL in final.text
     assert "few minutes" in final.text
-    assert "cdsops_session" not in final.cookies
+    assert SESSION_COOKIE not in final.cookies
 
 
 def test_expired_student_is_told_to_register_again_and_files_are_kept(stack):
@@ -415,7 +452,7 @@ def test_recent_registration_sees_being_prepared(stack):
     _, final = stack.sign_in("dave@example.org")
     assert final.status_code == 403
     assert "being prepared" in final.text
-    assert "cdsops_session" not in final.cookies
+    assert SESSION_COOKIE not in final.cookies
 
 
 @pytest.mark.parametrize("verified", [False, None, "false"])
@@ -423,7 +460,7 @@ def test_unverified_email_is_refused_even_when_registered(stack, verified):
     _, final = stack.sign_in("eve@example.org", verified=verified)
     assert final.status_code == 403
     assert "not verified" in final.text
-    assert "cdsops_session" not in final.cookies
+    assert SESSION_COOKIE not in final.cookies
 
 
 def test_forged_username_header_is_ignored(stack):
@@ -452,7 +489,7 @@ def to_login(resp, rd: str = "/") -> bool:
 
 def _refused(stack, cookie_value: str):
     b = stack.browser()
-    b.cookies.set("cdsops_session", cookie_value, domain="127.0.0.1", path="/")
+    b.cookies.set(SESSION_COOKIE, cookie_value, domain="127.0.0.1", path="/")
     r = b.get(stack.base_url + "/", allow_redirects=False, timeout=5)
     assert to_login(r), (r.status_code, r.headers.get("Location"))
 
@@ -460,15 +497,17 @@ def _refused(stack, cookie_value: str):
 def test_tampered_cookie_is_refused(stack):
     s, final = stack.sign_in("alicesmith@gmail.com")
     echo(final)
-    good = s.cookies.get("cdsops_session")
+    good = s.cookies.get(SESSION_COOKIE)
     parts = good.split(".")
     # another student's username under Alice's signature
     _refused(stack, ".".join([parts[0], "s000006", *parts[2:]]))
     # a later expiry under the old signature
-    _refused(stack, ".".join([*parts[:3], str(int(parts[3]) + 86400), parts[4]]))
+    _refused(stack, ".".join([*parts[:3], str(int(parts[3]) + 86400), *parts[4:]]))
+    # another session id (e.g. to dodge a sign-out) under the old signature
+    _refused(stack, ".".join([*parts[:4], "A" * 22, parts[5]]))
     # a flipped signature character
-    sig = parts[4]
-    _refused(stack, ".".join([*parts[:4], ("A" if sig[0] != "A" else "B") + sig[1:]]))
+    sig = parts[5]
+    _refused(stack, ".".join([*parts[:5], ("A" if sig[0] != "A" else "B") + sig[1:]]))
     _refused(stack, "garbage")
 
 
@@ -478,7 +517,7 @@ def test_expired_cookie_is_refused(stack):
     _refused(stack, gate_session.issue(key, "s000001", h, int(time.time()) - 5))
     # the same cookie, still valid, gets in (so the refusal above is the expiry's doing)
     b = stack.browser()
-    b.cookies.set("cdsops_session", gate_session.issue(key, "s000001", h, int(time.time()) + 60),
+    b.cookies.set(SESSION_COOKIE, gate_session.issue(key, "s000001", h, int(time.time()) + 60),
                   domain="127.0.0.1", path="/")
     assert echo(b.get(stack.base_url + "/", timeout=5))["x_rstudio_username"] == ["s000001"]
 
@@ -529,7 +568,7 @@ def test_callback_with_forged_state_is_refused(stack):
     b.get(stack.base_url + "/", timeout=10)  # starts a flow: the browser holds a real state
     r = b.get(stack.base_url + "/_cdsops/callback?code=forged&state=forged", timeout=10)
     assert r.status_code == 400 and "could not be completed" in r.text
-    assert "cdsops_session" not in b.cookies
+    assert SESSION_COOKIE not in b.cookies
     assert stack.audit()[-1]["outcome"] == "error"
 
 
@@ -567,6 +606,171 @@ def test_two_sign_ins_under_way_in_one_browser_both_work(stack):
     assert first.url != second.url  # two states
     done = b.post(first.url, data={"sub": "sub-alicesmith@gmail.com"}, timeout=10)
     assert echo(done)["path"] == "/tab/one"  # the older flow still completes, to its own page
-    b.cookies.clear(domain="127.0.0.1", path="/", name="cdsops_session")
+    b.cookies.clear(domain="127.0.0.1", path="/", name=SESSION_COOKIE)
     done = b.post(second.url, data={"sub": "sub-alicesmith@gmail.com"}, timeout=10)
     assert echo(done)["path"] == "/tab/two"
+
+
+# --- issue 13: sign-out, ID token audience and nonce, callback errors, rate limits, subject ---
+
+
+def _audit_since(stack, before: int) -> list[dict]:
+    return stack.audit()[before:]
+
+
+def test_a_copy_of_the_cookie_is_refused_after_sign_out_even_after_a_restart(stack):
+    s, final = stack.sign_in("alicesmith@gmail.com")
+    echo(final)
+    copy = s.cookies.get(SESSION_COOKIE)
+    thief = stack.browser()
+    thief.cookies.set(SESSION_COOKIE, copy, domain="127.0.0.1", path="/")
+    assert echo(thief.get(stack.base_url + "/", timeout=5))["x_rstudio_username"] == ["s000001"]
+    before = len(stack.audit())
+    out = s.get(stack.base_url + "/_cdsops/logout", timeout=5)
+    assert out.status_code == 200 and "Signed out" in out.text
+    # every worker refuses the copy (the revocation is on disk, not in one worker's memory)
+    for _ in range(8):
+        assert to_login(thief.get(stack.base_url + "/", allow_redirects=False, timeout=5))
+    signout = [r for r in _audit_since(stack, before) if r["outcome"] == "signout"]
+    assert len(signout) == 1 and signout[0]["username"] == "s000001" and signout[0]["event"] == "signin"
+    stack.restart_gate()
+    assert to_login(thief.get(stack.base_url + "/", allow_redirects=False, timeout=5))
+    # another session of the same student (another browser) is not signed out by this one
+    other, again = stack.sign_in("alicesmith@gmail.com")
+    assert echo(again)["x_rstudio_username"] == ["s000001"]
+
+
+def test_login_with_a_signed_out_cookie_does_not_re_enter(stack):
+    """Workbench's sign-out may still send the browser to the sign-in URL with its cookie."""
+    from urllib.parse import parse_qs, urlsplit
+
+    s, final = stack.sign_in("alicesmith@gmail.com")
+    echo(final)
+    copy = s.cookies.get(SESSION_COOKIE)
+    s.post(stack.base_url + "/_cdsops/logout", timeout=5)
+    b = stack.browser()
+    b.cookies.set(SESSION_COOKIE, copy, domain="127.0.0.1", path="/")
+    r = b.get(stack.base_url + "/_cdsops/login?rd=/rstudio/", allow_redirects=False, timeout=5)
+    assert r.status_code == 302 and r.headers["Location"].startswith(stack.issuer + "/oauth2/authorize")
+    # the issuer is asked to show its account chooser: no silent sign-in as the last user
+    assert parse_qs(urlsplit(r.headers["Location"]).query)["prompt"] == ["select_account"]
+    assert any(h.startswith(SESSION_COOKIE + "=;") or h.startswith(SESSION_COOKIE + '="";')
+               for h in r.raw.headers.getlist("Set-Cookie"))
+
+
+def test_the_sign_out_url_workbench_and_the_hub_use_answers_get_and_post(stack):
+    for method in ("get", "post"):
+        s, final = stack.sign_in("alicesmith@gmail.com")
+        echo(final)
+        copy = s.cookies.get(SESSION_COOKIE)
+        r = getattr(s, method)(stack.base_url + "/_cdsops/logout", timeout=5)
+        assert r.status_code == 200 and "Signed out" in r.text
+        _refused(stack, copy)
+
+
+@pytest.mark.parametrize("claims, reasons", [
+    # issued to another client (the demonstrated attack): Authlib, told to require our audience
+    ({"aud": "someone-else", "azp": "cdsops-e2e"}, {"oidc: invalid_claim", "oidc: invalid_audience"}),
+    # several audiences and no azp (Authlib's own azp rule), or an azp that is not us
+    ({"aud": ["someone-else", "cdsops-e2e"]}, {"oidc: missing_claim", "oidc: invalid_authorized_party"}),
+    ({"aud": ["someone-else", "cdsops-e2e"], "azp": "someone-else"},
+     {"oidc: invalid_claim", "oidc: invalid_authorized_party"}),
+    # a token saying the issuer "does not support" nonces no longer skips the check (the gate's own)
+    ({"nonce": "not-the-one-we-sent", "nonce_supported": False}, {"oidc: invalid_nonce"}),
+    ({"nonce": None, "nonce_supported": False}, {"oidc: invalid_nonce"}),
+])
+def test_id_token_for_another_client_or_without_our_nonce_is_refused(stack, claims, reasons):
+    before = len(stack.audit())
+    b, final = stack.sign_in("alicesmith@gmail.com", extra=claims)
+    assert final.status_code == 400 and "could not be completed" in final.text
+    assert SESSION_COOKIE not in b.cookies
+    records = _audit_since(stack, before)
+    assert [r["outcome"] for r in records] == ["error"]
+    assert records[0]["reason"] in reasons
+
+
+def test_id_token_with_several_audiences_and_our_azp_is_accepted(stack):
+    _, final = stack.sign_in("alicesmith@gmail.com", extra={"aud": ["cdsops-e2e", "other"], "azp": "cdsops-e2e"})
+    assert echo(final)["x_rstudio_username"] == ["s000001"]
+
+
+@pytest.mark.parametrize("error, reason", [
+    ("access_denied", "oidc: access_denied"),
+    ("login_required", "oidc: login_required"),
+    ("alice@example.org", "oidc: invalid_error_code"),
+    ("server_error\n{\"outcome\":\"success\"}", "oidc: invalid_error_code"),
+    ("x" * 500, "oidc: invalid_error_code"),
+])
+def test_callback_error_codes_only_known_codes_reach_the_audit_line(stack, error, reason):
+    before = len(stack.audit())
+    r = stack.browser().get(stack.base_url + "/_cdsops/callback", params={"error": error, "state": "s",
+                                                                           "error_description": "bob@example.org"},
+                            timeout=5)
+    assert r.status_code == 400
+    records = _audit_since(stack, before)
+    assert [(x["outcome"], x["reason"]) for x in records] == [("error", reason)]
+    assert not EMAIL_RE.search((stack.dir / "gate.out").read_bytes())
+
+
+def test_a_flood_on_the_public_locations_gets_429_while_normal_use_passes(stack):
+    """From another loopback address (nginx limits per client address, and in total)."""
+    import http.client
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=stack.ca)
+    before = len(stack.audit())
+    statuses: list[int] = []
+    started = time.monotonic()
+    conn = None
+    for _ in range(400):
+        if conn is None:
+            conn = http.client.HTTPSConnection("127.0.0.1", stack.nginx_port, context=ctx, timeout=10,
+                                               source_address=("127.0.0.2", 0))
+        conn.request("GET", "/_cdsops/callback?error=access_denied&state=flood")
+        resp = conn.getresponse()
+        resp.read()
+        statuses.append(resp.status)
+        if resp.will_close:
+            conn.close()
+            conn = None
+    elapsed = time.monotonic() - started
+    if conn is not None:
+        conn.close()
+    passed = statuses.count(400)  # reached the gate: its error page
+    print(f"flood: {len(statuses)} requests in {elapsed:.2f} s: {passed} reached the gate, "
+          f"{statuses.count(429)} got 429")
+    assert set(statuses) <= {400, 429} and statuses.count(429) > 0
+    assert statuses[:100] == [400] * 100  # the burst passes
+    # at most the burst plus what the rate refilled meanwhile (20/s) reached the gate
+    assert passed <= 100 + int(20 * elapsed) + 1
+    assert len([r for r in _audit_since(stack, before) if r.get("reason") == "oidc: access_denied"]) == passed
+    # meanwhile a student from another address signs in normally
+    _, final = stack.sign_in("alicesmith@gmail.com")
+    assert echo(final)["x_rstudio_username"] == ["s000001"]
+    assert '" 429 ' in (stack.dir / "nginx-access.log").read_text()
+
+
+def test_same_email_with_another_subject_is_refused_until_support_resets_the_binding(stack):
+    _, first = stack.sign_in("grace@example.org", sub="google-account-1")
+    assert echo(first)["x_rstudio_username"] == ["s000007"]
+    _, again = stack.sign_in("Grace@example.org", sub="google-account-1")  # same account: fine
+    assert echo(again)["x_rstudio_username"] == ["s000007"]
+    before = len(stack.audit())
+    b, other = stack.sign_in("grace@example.org", sub="google-account-2")  # the address changed hands
+    assert other.status_code == 403 and "cannot open this course account" in other.text
+    assert "contact" in other.text and SESSION_COOKIE not in b.cookies
+    records = _audit_since(stack, before)
+    assert [r["outcome"] for r in records] == ["subject_mismatch"]
+    assert records[0]["username"] == "s000007" and records[0]["hash"] == stack.hash("grace@example.org")
+    assert "first sign-in" in records[0]["reason"]
+    # the binding on the compute host: a keyed hash of the subject, no email, no raw subject
+    binding = (stack.dir / "state/subjects/s000007").read_text()
+    assert "google-account" not in binding and not EMAIL_RE.search(binding.encode())
+    # support resets the binding; the next sign-in binds the new subject
+    reset = stack.gate_command("--reset-subject", "s000007")
+    assert reset.returncode == 0 and "removed" in reset.stdout, reset.stderr
+    assert stack.gate_command("--reset-subject", "s000007").returncode == 1  # nothing left to remove
+    _, rebound = stack.sign_in("grace@example.org", sub="google-account-2")
+    assert echo(rebound)["x_rstudio_username"] == ["s000007"]
+    _, old = stack.sign_in("grace@example.org", sub="google-account-1")
+    assert old.status_code == 403

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import io
+import os
 import json
 import time
 
 import pytest
 
-from cdsops.gate import USERNAME_HEADER
+from cdsops.gate import SESSION_COOKIE, USERNAME_HEADER
 from cdsops.gate import session as sessions
 from cdsops.gate.app import create_app, safe_return_path
 from cdsops.gate.audit import AuditLog
@@ -32,6 +33,7 @@ def base_config(tmp_path, **over):
         "cookie_key_file": str(tmp_path / "cookie.key"),
         "hash_key_file": str(tmp_path / "signin.key"),
         "map_file": str(tmp_path / "map.json"),
+        "state_dir": str(tmp_path / "state"),
         "public_url": "https://ide.example.org",
         "registration_url": "https://forms.example.org/r",
     }
@@ -67,20 +69,28 @@ def auth(app, cookie_header=""):
     return Client(app, use_cookies=False).get("/_cdsops/auth", headers={"Cookie": cookie_header} if cookie_header else {})
 
 
+def request(app, path, cookie_header="", method="GET", **kwargs):
+    """A request to the Flask part with exactly this Cookie header (no cookie jar)."""
+    from werkzeug.test import Client
+
+    headers = {"Cookie": cookie_header} if cookie_header else {}
+    return Client(app.flask_app, use_cookies=False).open(path, method=method, headers=headers, **kwargs)
+
+
 def test_auth_subrequest(gate):
-    ok = auth(gate, "other=1; cdsops_session=" + cookie("s000001", gate.alice))
+    ok = auth(gate, f"other=1; {SESSION_COOKIE}=" + cookie("s000001", gate.alice))
     assert ok.status_code == 200 and ok.headers[USERNAME_HEADER] == "s000001"
     assert auth(gate).status_code == 401
-    assert auth(gate, "cdsops_session=" + cookie("s000001", gate.alice, NOW - 1)).status_code == 401
+    assert auth(gate, f"{SESSION_COOKIE}=" + cookie("s000001", gate.alice, NOW - 1)).status_code == 401
     # a valid signature for a pairing the map does not hold
-    assert auth(gate, "cdsops_session=" + cookie("s000002", gate.alice)).status_code == 401
+    assert auth(gate, f"{SESSION_COOKIE}=" + cookie("s000002", gate.alice)).status_code == 401
     # not ready yet
-    assert auth(gate, "cdsops_session=" + cookie("s000002", "b" * 64)).status_code == 401
+    assert auth(gate, f"{SESSION_COOKIE}=" + cookie("s000002", "b" * 64)).status_code == 401
     assert USERNAME_HEADER not in auth(gate).headers
 
 
 def test_revocation_takes_effect_on_the_next_request(gate, tmp_path):
-    value = "cdsops_session=" + cookie("s000001", gate.alice)
+    value = f"{SESSION_COOKIE}=" + cookie("s000001", gate.alice)
     assert auth(gate, value).status_code == 200
     write_map(tmp_path, [], expired=[gate.alice])
     assert auth(gate, value).status_code == 401
@@ -97,7 +107,7 @@ def test_callback_without_a_flow_is_an_audited_error(gate):
 def test_logout_clears_the_cookie(gate):
     r = gate.flask_app.test_client().post("/_cdsops/logout")
     assert r.status_code == 200 and b"Signed out" in r.data
-    assert any(h.startswith("cdsops_session=;") for h in r.headers.getlist("Set-Cookie"))
+    assert any(h.startswith(f"{SESSION_COOKIE}=;") for h in r.headers.getlist("Set-Cookie"))
 
 
 def test_missing_secret_fails_at_start(tmp_path):
@@ -237,3 +247,91 @@ def test_start_redirects_to_the_login_with_the_page_asked_for(gate, original, lo
     headers = {"X-Cdsops-Original-Uri": original} if original else {}
     r = gate.flask_app.test_client().post("/_cdsops/start", headers=headers)
     assert r.status_code == 302 and r.headers["Location"].endswith(location)
+
+
+# --- issue 13: server-side sign-out, callback error codes, subject mismatch page ---
+
+
+def test_sign_out_revokes_the_session_on_the_server_for_every_copy_and_after_a_restart(gate, tmp_path):
+    value = f"{SESSION_COOKIE}=" + cookie("s000001", gate.alice)
+    assert auth(gate, value).status_code == 200
+    r = request(gate, "/_cdsops/logout", value, method="POST")
+    assert r.status_code == 200 and b"Signed out" in r.data
+    assert auth(gate, value).status_code == 401  # the copy the browser did not delete
+    line = json.loads(gate.audit_stream.getvalue().splitlines()[-1])
+    assert (line["outcome"], line["username"], line["hash"]) == ("signout", "s000001", gate.alice)
+    # another process over the same state directory (a second worker, or the gate restarted)
+    again = create_app(config_from_mapping(base_config(tmp_path)), audit=AuditLog(io.StringIO()), clock=lambda: NOW)
+    assert auth(again, value).status_code == 401
+    # other sessions of the same student are not touched
+    assert auth(again, f"{SESSION_COOKIE}=" + cookie("s000001", gate.alice)).status_code == 200
+
+
+def test_sign_out_without_a_valid_session_records_nothing(gate, tmp_path):
+    for header in ("", f"{SESSION_COOKIE}=garbage", f"{SESSION_COOKIE}=" + cookie("s000001", gate.alice, NOW - 1)):
+        assert request(gate, "/_cdsops/logout", header).status_code == 200
+    assert os.listdir(tmp_path / "state/revoked") == []
+    assert gate.audit_stream.getvalue() == ""
+
+
+def test_revoked_entries_are_dropped_once_their_session_has_expired(tmp_path):
+    write_map(tmp_path, [])
+    now = [NOW]
+    app = create_app(config_from_mapping(base_config(tmp_path)), audit=AuditLog(io.StringIO()), clock=lambda: now[0])
+    for expires in (NOW + 10, NOW + 20, NOW + 30):
+        request(app, "/_cdsops/logout", f"{SESSION_COOKIE}=" + cookie("s000001", "a" * 64, expires), method="POST")
+    assert len(os.listdir(tmp_path / "state/revoked")) == 3
+    now[0] = NOW + 25  # two of them would have expired anyway: the next sign-out sweeps them
+    request(app, "/_cdsops/logout", f"{SESSION_COOKIE}=" + cookie("s000001", "a" * 64, NOW + 99), method="POST")
+    assert len(os.listdir(tmp_path / "state/revoked")) == 2
+    now[0] = NOW + 1000  # and a restart sweeps the rest
+    create_app(config_from_mapping(base_config(tmp_path)), audit=AuditLog(io.StringIO()), clock=lambda: now[0])
+    assert os.listdir(tmp_path / "state/revoked") == []
+
+
+def test_unwritable_state_directory_fails_at_start(tmp_path):
+    write_map(tmp_path, [])
+    (tmp_path / "state").write_text("not a directory")
+    with pytest.raises(GateConfigError, match="state directory"):
+        create_app(config_from_mapping(base_config(tmp_path)), audit=AuditLog(io.StringIO()))
+
+
+@pytest.mark.parametrize("error, reason", [
+    ("access_denied", "oidc: access_denied"),
+    ("temporarily_unavailable", "oidc: temporarily_unavailable"),
+    ("account_selection_required", "oidc: account_selection_required"),
+    ("student@example.org", "oidc: invalid_error_code"),
+    ("Access_Denied", "oidc: invalid_error_code"),
+    ("", "oidc: invalid_error_code"),
+])
+def test_callback_error_is_logged_only_as_a_known_code(gate, error, reason):
+    r = gate.flask_app.test_client().get("/_cdsops/callback", query_string={"error": error, "state": "x",
+                                                                            "error_description": "a@b.example"})
+    assert r.status_code == 400 and b"could not be completed" in r.data
+    line = json.loads(gate.audit_stream.getvalue().splitlines()[-1])
+    assert (line["outcome"], line["reason"]) == ("error", reason)
+    assert "@" not in gate.audit_stream.getvalue()
+
+
+def test_reset_subject_cli(tmp_path, capsys):
+    from cdsops.gate.__main__ import main
+
+    path = tmp_path / "gate.json"
+    path.write_text(json.dumps(base_config(tmp_path)))
+    (tmp_path / "state/subjects").mkdir(parents=True)
+    (tmp_path / "state/subjects/s000042").write_text("{}")
+    assert main(["--config", str(path), "--reset-subject", "s000042"]) == 0
+    assert "removed" in capsys.readouterr().out and not (tmp_path / "state/subjects/s000042").exists()
+    assert main(["--config", str(path), "--reset-subject", "s000042"]) == 1
+    assert "no subject binding" in capsys.readouterr().out
+    assert main(["--config", str(path), "--reset-subject", "../../etc/passwd"]) == 2
+    assert "not a valid username" in capsys.readouterr().err
+
+
+def test_subject_mismatch_page_tells_the_student_to_contact_support():
+    status, html = render("subject_mismatch", course="Course", registration_url="https://r.example/",
+                          login_url="/_cdsops/login", support_contact="help@example.org")
+    assert status == 403 and "help@example.org" in html and "cannot open this course account" in html
+    _, html = render("subject_mismatch", course="Course", registration_url="https://r.example/",
+                     login_url="/_cdsops/login")
+    assert "support team" in html

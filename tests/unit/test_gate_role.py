@@ -93,7 +93,55 @@ def test_unit_runs_the_gate_unprivileged_and_sandboxed():
     unit = render("cdsops-gate.service.j2")
     assert "User=cdsops-gate" in unit and "ExecStart=/usr/bin/python3 -m cdsops.gate --config /etc/cdsops/gate.json" in unit
     assert "ProtectSystem=strict" in unit and "NoNewPrivileges=yes" in unit
+    # the sandbox leaves exactly the state directory writable (revoked sessions, subject bindings)
+    assert "ReadWritePaths=/var/lib/cdsops-gate\n" in unit
     assert "ProtectSystem" not in render("cdsops-gate.service.j2", signin_gate_systemd_hardening=False)
+
+
+def test_unit_logs_under_the_contracted_syslog_identifier():
+    """The journal shipper and `cdsops events ingest` select the gate's audit lines by it."""
+    unit = render("cdsops-gate.service.j2")
+    assert "\nSyslogIdentifier=cdsops-gate\n" in unit
+    assert "SyslogIdentifier=cdsops-gate" in render("cdsops-gate.service.j2", signin_gate_systemd_hardening=False)
+
+
+def test_gate_json_names_the_state_directory():
+    cfg = config_from_mapping(json.loads(render("gate.json.j2", signin_gate_state_dir="/srv/gate-state")))
+    assert cfg.state_dir == "/srv/gate-state"
+
+
+def test_public_locations_are_rate_limited_and_the_zones_are_at_http_level(tmp_path):
+    """Every gate location a browser can reach is limited; the zones pass `nginx -t` where they
+    land (http level) and the snippets pass it with them, through the role's own checker."""
+    import shutil
+    import subprocess
+
+    server = render("cdsops-gate-server.conf.j2")
+    limits = render("cdsops-gate-limits.conf.j2")
+    assert "limit_req_zone $binary_remote_addr zone=cdsops_gate_addr:1m rate=20r/s;" in limits
+    assert 'limit_req_zone "all" zone=cdsops_gate_all:64k rate=100r/s;' in limits
+    blocks = {b.split("{", 1)[0].strip(): b for b in server.split("\nlocation ")[1:]}
+    for name in ("^~ /_cdsops/", "@cdsops_gate_login"):
+        assert "limit_req zone=cdsops_gate_addr burst=100 nodelay;" in blocks[name], name
+        assert "limit_req zone=cdsops_gate_all burst=300 nodelay;" in blocks[name], name
+        assert "limit_req_status 429;" in blocks[name], name
+    assert "limit_req" not in blocks["= /_cdsops/auth"]  # the IDE's every request: never limited
+    if not shutil.which("nginx"):
+        pytest.fail("nginx is required (scripts/apt/gate.txt)")
+    for name, text in (("limits.conf", limits), ("server.conf", server),
+                       ("protect.conf", render("cdsops-gate-protect.conf.j2"))):
+        (tmp_path / name).write_text(text)
+    check = str(ROLE / "files/cdsops-gate-check-snippet")
+
+    def nginx_t(*args):
+        return subprocess.run(["sh", check, *args], capture_output=True, text=True, timeout=60)
+
+    assert nginx_t("http", str(tmp_path / "limits.conf")).returncode == 0
+    ok = nginx_t("server", str(tmp_path / "server.conf"), str(tmp_path / "limits.conf"))
+    assert ok.returncode == 0, ok.stderr
+    assert nginx_t("protect", str(tmp_path / "protect.conf"), str(tmp_path / "limits.conf")).returncode == 0
+    # without the zones the server snippet is refused: the checker really tests them together
+    assert nginx_t("server", str(tmp_path / "server.conf")).returncode != 0
 
 
 def test_code_files_listed_exist():
@@ -112,7 +160,8 @@ def test_the_ide_site_includes_the_snippets_where_this_role_writes_them():
     snippets_dir = load("defaults/main.yml")["signin_gate_nginx_snippets_dir"]
     assert f"include {snippets_dir}/cdsops-gate-server.conf;" in text
     assert f"include {snippets_dir}/cdsops-gate-protect.conf;" in text
-    names = {item["dest"] for item in load("tasks/nginx.yml")[3]["loop"]}
+    task = next(t for t in load("tasks/nginx.yml") if t["name"] == "Render the gate's nginx snippets")
+    names = {item["dest"] for item in task["loop"]}
     assert names == {"cdsops-gate-server.conf", "cdsops-gate-protect.conf"}
 
 
@@ -138,3 +187,28 @@ def test_missing_or_weak_settings_fail_clearly_without_printing_secrets(tmp_path
     assert proc.returncode != 0
     assert "signin_gate_cookie_key | length >= 32" in out
     assert "s3cret-value-xyz" not in out and "short-cookie-key" not in out
+
+
+def test_workbench_signs_out_through_the_gate():
+    """Contract with the rstudio_server role: Workbench's "Sign out" ends at the gate's logout
+    (which revokes the session), not at the sign-in URL (which used to send the student back)."""
+    from cdsops.gate.views import LOGOUT_URL
+
+    rserver = ROLE.parent / "rstudio_server/templates/rserver.conf.j2"
+    if not rserver.exists():
+        pytest.skip("rstudio_server role not present")
+    assert f"\nauth-proxy-sign-out-url={LOGOUT_URL}\n" in rserver.read_text()
+    checker = (ROLE.parent / "rstudio_server/files/cdsops-rstudio-conf-check").read_text()
+    assert '"auth-proxy-sign-out-url"' in checker  # the role's own validator knows the option
+    site_check = (ROLE.parent / "rstudio_server/files/cdsops-nginx-check-site").read_text()
+    assert "include /etc/nginx/conf.d/*.conf;" in site_check  # the site validates with the gate's zones
+
+
+def test_support_command_runs_the_installed_gate_with_its_configuration():
+    wrapper = render("cdsops-gate.sh.j2")
+    assert wrapper.startswith("#!/bin/sh\n")
+    assert ('exec env PYTHONPATH=/opt/cdsops-gate PYTHONDONTWRITEBYTECODE=1 /usr/bin/python3 -m cdsops.gate '
+            '--config /etc/cdsops/gate.json "$@"') in wrapper
+    task = next(t for t in load("tasks/install.yml")
+                if t.get("ansible.builtin.template", {}).get("src") == "cdsops-gate.sh.j2")
+    assert task["ansible.builtin.template"]["dest"] == "/usr/local/sbin/cdsops-gate"

@@ -7,10 +7,13 @@ A small WSGI service on loopback that nginx consults through ``auth_request``:
 - ``/_cdsops/callback`` requires ``email_verified``, canonicalizes the address exactly as
   the roster does (:func:`cdsops.identity.canonicalize`), hashes it with the deployment's
   key (:func:`cdsops.identity.identity_hash`) and looks the hash up in the sign-in map;
-  a known, ready student gets a signed, expiring session cookie; everyone else gets a
-  page that says why (not registered, expired, being prepared, unverified);
+  a known, ready student whose provider subject matches the one bound at the account's
+  first sign-in gets a signed, expiring session cookie; everyone else gets a page that
+  says why (not registered, expired, being prepared, unverified, another Google account);
 - ``/_cdsops/auth`` is nginx's subrequest: 200 with ``X-Cdsops-Username`` for a valid
-  session of a student still in the map, 401 otherwise.
+  session of a student still in the map, 401 otherwise (also for a signed-out session);
+- ``/_cdsops/logout`` signs out: the session is revoked on the server, so every copy of
+  the cookie stops working (Workbench's and the open IDE's sign-out end here).
 
 No email address is stored or logged: the audit lines carry the username or the hash.
 This package imports only the standard library, Flask, Authlib and
@@ -23,5 +26,5 @@ __all__ = ["USERNAME_HEADER", "SESSION_COOKIE", "LOGIN_COOKIE", "PREFIX"]
 
 PREFIX = "/_cdsops"
 USERNAME_HEADER = "X-Cdsops-Username"
-SESSION_COOKIE = "cdsops_session"
+SESSION_COOKIE = "__Host-cdsops_session"  # __Host-: Secure, Path=/, no Domain (host-only)
 LOGIN_COOKIE = "cdsops_login"

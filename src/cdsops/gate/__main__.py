@@ -5,6 +5,9 @@ configured loopback address. ``--check-config`` validates the configuration and 
 secret files, loads the sign-in map once and exits (the role uses it as ``validate:``).
 SIGHUP (``systemctl reload cdsops-gate``) restarts the workers gracefully; the map is
 also reloaded on its own whenever the file changes.
+
+``--reset-subject USERNAME`` (support) removes the account's binding to a provider subject
+(see docs/signin.md, "Subject mismatch"), so its next sign-in binds again.
 """
 
 from __future__ import annotations
@@ -24,9 +27,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="validate the configuration (and the secrets when readable) and exit")
     parser.add_argument("--config-only", action="store_true",
                         help="with --check-config: do not read the secret files")
+    parser.add_argument("--reset-subject", metavar="USERNAME",
+                        help="remove USERNAME's binding to a provider subject (support) and exit")
     args = parser.parse_args(argv)
     try:
         cfg = load_gate_config(args.config)
+        if args.reset_subject:
+            return reset_subject(cfg, args.reset_subject)
         if args.check_config and args.config_only:
             print(f"cdsops-gate: configuration {args.config} is valid")
             return 0
@@ -41,6 +48,22 @@ def main(argv: list[str] | None = None) -> int:
               f"sign-in map has {len(app.watcher.get())} active students")
         return 0
     return serve(app, cfg)
+
+
+def reset_subject(cfg, username: str) -> int:
+    """Remove one account's subject binding; 0 when removed, 1 when there was none."""
+    from .server_state import StateError, SubjectBindings
+
+    try:
+        removed = SubjectBindings(cfg.state_dir, "").reset(username)
+    except (StateError, ValueError) as exc:
+        print(f"cdsops-gate: {exc}", file=sys.stderr)
+        return 2
+    if removed:
+        print(f"cdsops-gate: the subject binding of {username} is removed; its next sign-in binds again")
+        return 0
+    print(f"cdsops-gate: {username} has no subject binding")
+    return 1
 
 
 def serve(app, cfg) -> int:  # pragma: no cover - exercised by the e2e tests

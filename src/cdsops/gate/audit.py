@@ -1,8 +1,9 @@
 """Audit lines: one JSON object per sign-in attempt on stdout (journald under systemd).
 
 Fields: ``ts`` (UTC, ISO 8601), ``event`` ("signin"), ``outcome`` (success, unknown,
-expired, preparing, unverified, error), ``username`` when known, ``hash`` (the keyed
-identity hash) when the email could be canonicalized, ``reason`` for errors. Never an
+expired, preparing, unverified, subject_mismatch, error, and signout for a sign-out),
+``username`` when known, ``hash`` (the keyed
+identity hash) when the email could be canonicalized, ``reason`` for errors and refusals. Never an
 email address or a name: callers pass only these fields.
 """
 
@@ -17,7 +18,8 @@ from typing import IO
 
 __all__ = ["OUTCOMES", "AuditLog"]
 
-OUTCOMES = frozenset({"success", "unknown", "expired", "preparing", "unverified", "error"})
+OUTCOMES = frozenset({"success", "unknown", "expired", "preparing", "unverified", "subject_mismatch", "error",
+                      "signout"})
 
 
 class AuditLog:

@@ -11,6 +11,8 @@ Keys (``*`` required)::
                          the OAuth redirect URI is <public_url>/_cdsops/callback
     registration_url*    where unregistered and expired students register
     map_file             sign-in map (default /etc/cdsops/signin-map.json)
+    state_dir            the gate's own state: revoked sessions, subject bindings
+                         (default /var/lib/cdsops-gate; writable by the gate's user)
     listen               "127.0.0.1:9180" (loopback only)
     workers              gunicorn worker processes (default 4)
     session_hours        lifetime of a session cookie (default 8)
@@ -33,6 +35,7 @@ from urllib.parse import urlsplit
 __all__ = ["GateConfig", "GateConfigError", "load_gate_config", "read_secret"]
 
 DEFAULT_MAP = "/etc/cdsops/signin-map.json"
+DEFAULT_STATE_DIR = "/var/lib/cdsops-gate"
 
 
 class GateConfigError(ValueError):
@@ -49,6 +52,7 @@ class GateConfig:
     public_url: str
     registration_url: str
     map_file: str = DEFAULT_MAP
+    state_dir: str = DEFAULT_STATE_DIR
     listen: str = "127.0.0.1:9180"
     workers: int = 4
     session_hours: float = 8
@@ -81,9 +85,11 @@ def _is_loopback(host: str | None) -> bool:
 
 def _check(cfg: GateConfig) -> None:
     for key in ("issuer", "client_id", "client_secret_file", "cookie_key_file", "hash_key_file",
-                "public_url", "registration_url", "map_file", "course_name"):
+                "public_url", "registration_url", "map_file", "state_dir", "course_name"):
         if not isinstance(getattr(cfg, key), str) or not getattr(cfg, key):
             raise GateConfigError(f"{key} must be a non-empty string")
+    if not os.path.isabs(cfg.state_dir):
+        raise GateConfigError("state_dir must be an absolute path")
     issuer = urlsplit(cfg.issuer)
     if issuer.scheme != "https":
         if not (issuer.scheme == "http" and cfg.allow_insecure_issuer and _is_loopback(issuer.hostname)):

@@ -38,6 +38,14 @@ PAGES: dict[str, tuple[int, str, tuple[str, ...]]] = {
         "Verify the address in your Google account settings, or sign in with the account "
         'you registered with, then <a href="{login_url}">try again</a>.',
     )),
+    "subject_mismatch": (403, "This Google account cannot open this course account", (
+        "The email address of this Google account is registered for {course}, but the course "
+        "account was first opened with a different Google account that had the same address "
+        "(for example, the address was given to someone else, or the account was deleted and "
+        "created again). To protect the student's files and data, we cannot let this account in.",
+        "If this is your registration, contact {support}, with the time you tried: support can "
+        "see what happened and, once they have checked it is you, let this account in.",
+    )),
     "error": (400, "Sign-in could not be completed", (
         "Something went wrong while signing you in (the sign-in may have taken too long, "
         "or was started in another tab).",
@@ -60,6 +68,7 @@ def render(outcome: str, *, course: str, registration_url: str, login_url: str,
         "login_url": escape(login_url, quote=True),
         "ready_text": f" (expected by {escape(ready_at_text)})" if ready_at_text else "",
         "support_text": f" If it keeps happening, contact {escape(support_contact)}." if support_contact else "",
+        "support": escape(support_contact) if support_contact else "the course's support team",
     }
     body = "\n".join(f"<p>{p.format(**values)}</p>" for p in paragraphs)
     who = ""

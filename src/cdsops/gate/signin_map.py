@@ -149,11 +149,6 @@ class MapWatcher:
             return None
         return (st.st_ino, st.st_size, st.st_mtime_ns)
 
-    def force_reload(self) -> None:
-        with self._lock:
-            self._signature = (-1, -1, -1)
-            self._failed_signature = None
-
     def get(self) -> SigninMap:
         sig = self._stat()
         if sig == self._signature or (sig is not None and sig == self._failed_signature):
