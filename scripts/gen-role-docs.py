@@ -72,12 +72,15 @@ What cannot be proven in a container is tested on the CI host itself:
 - `scripts/test.d/40-audit.sh` renders the baseline audit rules with the role's defaults,
   loads them into this machine's kernel (auditd cannot run in a container), runs a command
   as a student uid, finds it with `ausearch`, checks that a uid outside the range is not
-  logged and that a write-open of `/etc/passwd` is, then restores the previous rules, the
+  logged and that write-opens of `/etc/passwd` and `/etc/nftables.conf` are, renders
+  `99-finalize.rules` and checks it holds `-e 2` alone (never loading it: that would lock this
+  machine's audit configuration until reboot), then restores the previous rules, the
   enabled flag and auditd's state. If the kernel refuses audit it says so and skips
   (`CDSOPS_AUDIT_REQUIRED=1` makes that a failure).
 - `tests/integration/test_baseline_firewall.py` loads the rendered nftables ruleset (compute
   and management profiles) into network namespaces and probes it from an admin and a
-  non-admin network.
+  non-admin network, and as a student uid from inside (egress allow-list, IDE-port guard
+  from the rstudio_server drop-in, kept across a reload).
 
 In the containers, the baseline scenario does not start auditd, writes but does not apply
 the sysctl settings (`/proc/sys` is read-only there; the role still refuses keys the kernel
@@ -89,7 +92,8 @@ warm apt caches): base image build 56 s (190 MiB, once per machine); scenario `b
 191 s (check 26 s, converge 74 s, idempotence 45 s, verify 25 s), `management` 310 s
 (check 76 s, converge 115 s with the cdsops venv installed from a wheelhouse the controller
 fills, idempotence 71 s, verify 16 s), `monitoring` 103 s (converge 40 s); the host audit
-test 7 s; the firewall namespace test 15 s. The first run on a machine also downloads the
+test 7 s (22 s with the config-watch and -e 2 checks); the firewall namespace test 15 s
+(70 s with the student egress and IDE-guard cases). The first run on a machine also downloads the
 Debian packages (a few minutes more).
 """
 
