@@ -25,8 +25,8 @@ if ! status=$(auditctl -s 2>&1); then
 fi
 
 # student uid range from the role defaults (cdsops.config: uid_base + 1 .. uid_base + 10^width - 1)
-uid_min=$(sed -n 's/^baseline_audit_student_uid_min: *//p' roles/baseline/defaults/main.yml)
-uid_max=$(sed -n 's/^baseline_audit_student_uid_max: *//p' roles/baseline/defaults/main.yml)
+uid_min=$(sed -n 's/^baseline_student_uid_min: *//p' roles/baseline/defaults/main.yml)
+uid_max=$(sed -n 's/^baseline_student_uid_max: *//p' roles/baseline/defaults/main.yml)
 student_uid=$(( uid_min + 41 ))          # s000042
 outside_uid=$(( uid_min - 1 ))           # uid_base itself: not a student
 
@@ -56,6 +56,15 @@ ansible localhost -c local -o -m ansible.builtin.template \
   -a "src=roles/baseline/templates/audit.rules.j2 dest=$work/cdsops.rules mode=0600" \
   -e @roles/baseline/defaults/main.yml >"$work/render.log" 2>&1 || { cat "$work/render.log" >&2; fail "could not render the rules"; }
 
+# -e 2 (immutable until reboot) is NEVER loaded here: it would lock this machine's audit
+# configuration for every later run. Its file is rendered and checked instead.
+ansible localhost -c local -o -m ansible.builtin.template \
+  -a "src=roles/baseline/templates/99-finalize.rules.j2 dest=$work/99-finalize.rules mode=0600" \
+  -e @roles/baseline/defaults/main.yml >"$work/render-final.log" 2>&1 || { cat "$work/render-final.log" >&2; fail "could not render 99-finalize.rules"; }
+[[ $(grep -Ev '^(#.*|)$' "$work/99-finalize.rules") == "-e 2" ]] || fail "99-finalize.rules must hold -e 2 alone"
+grep -q -- '^-e' "$work/cdsops.rules" && fail "50-cdsops.rules must not set the enabled flag (-e belongs in 99-finalize.rules)"
+say "ok: 99-finalize.rules holds -e 2 alone (rendered, not loaded)"
+
 if [[ -z $auditd_pid ]]; then
   auditd || fail "auditd did not start"
   started_auditd=1
@@ -75,6 +84,8 @@ sleep 1
 setpriv --reuid="$student_uid" --regid="$student_uid" --clear-groups /bin/echo "$marker-student" >/dev/null
 setpriv --reuid="$outside_uid" --regid="$outside_uid" --clear-groups /bin/echo "$marker-outside" >/dev/null
 python3 -c "open('/etc/passwd', 'a').close()"   # opened for writing, not modified
+config_probe=/etc/nftables.conf
+[[ -e $config_probe ]] && python3 -c "open('$config_probe', 'a').close()"   # the same for a watched config file
 
 found=""
 for _ in $(seq 50); do
@@ -92,4 +103,9 @@ say "ok: uid $outside_uid (outside $uid_min..$uid_max) is not logged"
 LC_ALL=C ausearch -k cdsops_identity --start "${start% *}" "${start#* }" >/dev/null 2>&1 \
   || fail "opening /etc/passwd for writing was not logged (key cdsops_identity)"
 say "ok: a write-open of /etc/passwd is logged (key cdsops_identity)"
+if [[ -e $config_probe ]]; then
+  LC_ALL=C ausearch -k cdsops_config -f "$config_probe" --start "${start% *}" "${start#* }" >/dev/null 2>&1 \
+    || fail "opening $config_probe for writing was not logged (key cdsops_config)"
+  say "ok: a write-open of $config_probe is logged (key cdsops_config)"
+fi
 say "passed in $(( $(date +%s) - t0 )) s"

@@ -91,13 +91,50 @@ def test_audit_rules_cover_student_uid_range_and_changes(host):
     for watched in ("/etc/passwd", "/etc/shadow", "/etc/group", "/etc/sudoers", "/etc/sudoers.d", "/etc/localtime"):
         assert f"-w {watched} -p wa" in text
     assert "clock_settime" in text
+    for watched in ("/etc/cdsops", "/etc/rstudio", "/etc/nginx", "/etc/nftables.conf", "/etc/nftables.d",
+                    "/etc/ssh/sshd_config"):
+        assert f"-w {watched} -p wa -k cdsops_config" in text
 
 
-def test_auditd_alerts_before_the_disk_is_full(host):
+def test_immutable_flag_is_alone_and_loaded_last(host):
+    """-e 2 is never loaded here (nor by the host audit test): its file and its place are checked."""
+    final = host.file("/etc/audit/rules.d/99-finalize.rules")
+    assert final.mode == 0o640
+    rules = [l for l in final.content_string.splitlines() if l.strip() and not l.startswith("#")]
+    assert rules == ["-e 2"]
+    # numbered files load in order (Debian's own audit.rules sorts after them, and holds no -e)
+    names = sorted(n for n in host.check_output("ls /etc/audit/rules.d").split() if n[:1].isdigit())
+    assert names[-1] == "99-finalize.rules", names
+    # augenrules (without --load) concatenates rules.d in order: -e 2 ends the result
+    host.run_expect([0, 1], "augenrules")
+    generated = [l for l in host.file("/etc/audit/audit.rules").content_string.splitlines() if l.strip() and not l.startswith("#")]
+    assert generated[-1] == "-e 2" and generated.count("-e 2") == 1
+    assert "-w /etc/nginx -p wa -k cdsops_config" in generated
+
+
+def test_mail_to_root_is_delivered_locally(host):
+    """auditd (action_mail_acct) and unattended-upgrades mail root through /usr/lib/sendmail (dma)."""
+    marker = f"cdsops-mail-probe-{time.time_ns()}"
+    assert host.file("/usr/lib/sendmail").exists
+    host.run_expect([0], f"printf 'Subject: {marker}\\n\\nhello\\n' | /usr/lib/sendmail root")
+    for _ in range(50):
+        if marker in host.run("cat /var/mail/root 2>/dev/null").stdout:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the mail to root was not delivered to /var/mail/root: " + host.run("mailq").stdout)
+    conf = host.file("/etc/dma/dma.conf").content_string
+    assert "MAILNAME /etc/mailname" in conf and "SMARTHOST" not in conf.replace("baseline_mail_smarthost", "")
+
+
+def test_auditd_never_loses_records_silently(host):
     conf = host.file("/etc/audit/auditd.conf").content_string
     assert "space_left = 25%" in conf and "space_left_action = email" in conf
-    assert "admin_space_left_action = suspend" in conf
-    assert "disk_full_action = suspend" in conf
+    # on main: suspend (auditing stopped silently) and ROTATE (old records deleted)
+    assert "admin_space_left_action = single" in conf
+    assert "disk_full_action = halt" in conf
+    assert "max_log_file_action = keep_logs" in conf
+    assert "suspend" not in conf
     # auditd cannot run in a container: the role keeps it stopped there
     assert not host.service("auditd").is_running
 
@@ -110,6 +147,14 @@ def test_sysctl_file_lists_only_real_kernel_keys(host):
     assert "kernel.kptr_restrict" in keys and "fs.protected_symlinks" in keys
     for key in keys:
         assert host.file("/proc/sys/" + key.replace(".", "/")).exists, key
+
+
+def test_user_namespaces_are_off_for_everyone_but_nothing_else_is_touched(host):
+    text = host.file("/etc/sysctl.d/60-cdsops.conf").content_string
+    assert "user.max_user_namespaces = 0" in text
+    debian_knob = host.file("/proc/sys/kernel/unprivileged_userns_clone").exists
+    assert ("kernel.unprivileged_userns_clone = 0" in text) == debian_knob
+    assert "fs.suid_dumpable = 0" in text
 
 
 def test_dev_shm_noexec_in_fstab_and_tmp_keeps_exec(host):
@@ -178,6 +223,62 @@ def test_firewall_ruleset_is_loaded(host):
     assert "192.0.2.0/24" in ruleset
 
 
+def test_ruleset_includes_the_dropin_directory_and_the_ide_guard(host):
+    conf = host.file("/etc/nftables.conf").content_string
+    assert 'include "/etc/nftables.d/*.nft"' in conf
+    assert host.file("/etc/nftables.d").is_directory and host.file("/etc/nftables.d").mode == 0o755
+    guard = host.check_output("nft list table inet cdsops_ide_guard")
+    assert "meta skuid 200001-1199999 tcp dport @ide_ports" in guard and "reject with tcp reset" in guard
+
+
+def test_a_dropin_survives_a_reload_and_the_metric_tracks_it(host):
+    prom = "/var/lib/prometheus/node-exporter/cdsops_ide_guard.prom"
+    assert host.service("cdsops-host-metrics.timer").is_enabled
+    try:
+        host.run_expect([0], "printf 'add element inet cdsops_ide_guard ide_ports { 8000 }\\n' > /tmp/60-probe.nft"
+                             " && /usr/local/sbin/cdsops-nft-check-dropin /tmp/60-probe.nft"
+                             " && mv /tmp/60-probe.nft /etc/nftables.d/60-probe.nft")
+        for reload in ("systemctl reload nftables", "nft -f /etc/nftables.conf"):
+            host.run_expect([0], reload)
+            assert "8000" in host.check_output("nft list set inet cdsops_ide_guard ide_ports"), reload
+            host.run_expect([0], "systemctl start cdsops-host-metrics.service")
+            assert "cdsops_ide_guard_present 1" in host.file(prom).content_string
+        host.run_expect([0], "nft delete element inet cdsops_ide_guard ide_ports '{ 8000 }'")
+        host.run_expect([0], "systemctl start cdsops-host-metrics.service")
+        assert "cdsops_ide_guard_present 0" in host.file(prom).content_string
+    finally:
+        host.run("rm -f /etc/nftables.d/60-probe.nft; systemctl reload nftables; systemctl start cdsops-host-metrics.service")
+    assert "cdsops_ide_guard_present 1" in host.file(prom).content_string
+    # a broken drop-in is refused by the checker before it could break the whole ruleset
+    host.run_expect([0], "printf 'add element inet nosuch table { 1 }\\n' > /tmp/bad.nft")
+    assert host.run("/usr/local/sbin/cdsops-nft-check-dropin /tmp/bad.nft").rc != 0
+
+
+EGRESS_PROBE = (
+    "import socket, sys\n"
+    "try:\n"
+    "    socket.create_connection(('192.0.2.10', 443), timeout=3).close()\n"
+    "except OSError as e:\n"
+    "    print(type(e).__name__)\n"
+)
+
+
+def egress_refused(host) -> int:
+    out = json.loads(host.check_output("nft -j list counter inet cdsops_filter student_egress_refused"))
+    return next(i["counter"]["packets"] for i in out["nftables"] if "counter" in i)
+
+
+def test_students_cannot_reach_other_destinations_and_are_counted(host, student):
+    host.run_expect([0], f"printf \"{EGRESS_PROBE}\" > /tmp/egress.py && chmod 0644 /tmp/egress.py")
+    before = egress_refused(host)
+    out = host.run(f"setpriv --reuid={STUDENT_UID} --regid={STUDENT_UID} --clear-groups python3 /tmp/egress.py")
+    assert out.stdout.strip() in {"PermissionError", "OSError", "ConnectionRefusedError"}, out.stdout + out.stderr
+    after = egress_refused(host)
+    assert after > before
+    host.run("python3 /tmp/egress.py")  # root: not subject to the allow-list (not counted)
+    assert egress_refused(host) == after
+
+
 def test_public_port_open_from_outside(host, listeners):
     assert can_connect(container_ip(host), 443)
 
@@ -190,6 +291,51 @@ def test_ide_port_8787_closed_from_outside(host, listeners):
 def test_ssh_closed_to_non_admin_networks(host):
     assert host.socket("tcp://0.0.0.0:22").is_listening
     assert not can_connect(container_ip(host), 22)
+
+
+# --- sessions: umask, core dumps, banners (CIS) ------------------------------------
+
+def test_a_students_session_creates_private_files(host, student):
+    """On main the umask was 022: files a student left in /tmp were world-readable."""
+    out = host.run(f"su -l {student} -c 'rm -f /tmp/umask-probe; touch /tmp/umask-probe; umask; stat -c %a /tmp/umask-probe'")
+    assert out.rc == 0, out.stderr
+    assert out.stdout.split() == ["0077", "600"], out.stdout
+    assert "UMASK\t\t077" in host.file("/etc/login.defs").content_string
+
+
+def test_no_core_dumps(host, student):
+    assert host.run(f"su -l {student} -c 'ulimit -c'").stdout.strip() == "0"
+    assert "*\thard\tcore\t0" in host.file("/etc/security/limits.d/60-cdsops-no-core.conf").content_string
+    conf = host.file("/etc/systemd/coredump.conf.d/60-cdsops.conf").content_string
+    assert "Storage=none" in conf and "ProcessSizeMax=0" in conf
+
+
+def test_login_banners_without_system_details(host):
+    for path in ("/etc/issue", "/etc/issue.net", "/etc/motd"):
+        text = host.file(path).content_string
+        assert "Authorized use only" in text, path
+        assert not any(esc in text for esc in ("\\m", "\\r", "\\s", "\\v")) and "Debian" not in text, path
+    assert "banner /etc/issue.net" in host.check_output("sshd -T")
+
+
+def test_sshd_config_and_cron_are_root_only(host):
+    conf = host.file("/etc/ssh/sshd_config")
+    assert conf.user == "root" and conf.mode == 0o600
+    for path in ("/etc/cron.allow", "/etc/at.allow"):
+        allow = host.file(path)
+        assert allow.content_string == "root\n" and allow.mode == 0o600, path
+    assert not host.file("/etc/cron.deny").exists
+    for path in ("/etc/cron.hourly", "/etc/cron.daily", "/etc/cron.weekly", "/etc/cron.monthly", "/etc/cron.d"):
+        if host.file(path).exists:
+            assert host.file(path).mode == 0o700, path
+    if host.file("/etc/crontab").exists:
+        assert host.file("/etc/crontab").mode == 0o600
+
+
+def test_unneeded_services_are_removed(host):
+    """prepare.yml installs telnet (a client CIS wants gone); the role removes it."""
+    assert not host.package("telnet").is_installed
+    assert not host.package("avahi-daemon").is_installed
 
 
 # --- time sync ---------------------------------------------------------------------

@@ -157,7 +157,42 @@ def test_students_cannot_reach_the_ide_port_directly(host):
     assert "ConnectionRefusedError" in student.stderr, student.stderr
     other = host.run("runuser -u cdsops-monitor-probe -- python3 /tmp/connect-8787.py")  # not a student uid
     assert other.stdout.strip() == "connected", other.stderr
-    assert host.service("cdsops-ide-guard.service").is_enabled
+    # the ports come from this role's drop-in in the baseline ruleset's include directory
+    dropin = host.file("/etc/nftables.d/50-cdsops-rstudio-guard.nft").content_string
+    assert "add element inet cdsops_ide_guard ide_ports { 8787, 5559 }" in dropin
+    assert not host.file("/etc/systemd/system/cdsops-ide-guard.service").exists
+
+
+def _student_connect(host) -> str:
+    return host.run("su -s /bin/sh s000001 -c 'python3 /tmp/connect-8787.py'").stderr
+
+
+def _guard_metric(host) -> str:
+    host.run_expect([0], "systemctl start cdsops-host-metrics.service")
+    prom = host.file("/var/lib/prometheus/node-exporter/cdsops_ide_guard.prom").content_string
+    return next(l for l in prom.splitlines() if l.startswith("cdsops_ide_guard_present "))
+
+
+@pytest.mark.parametrize("reload", ["systemctl reload nftables", "nft -f /etc/nftables.conf", "systemctl restart nftables"])
+def test_the_guard_survives_every_kind_of_firewall_reload(host, reload):
+    """On main, `flush ruleset` in /etc/nftables.conf removed the guard until its own unit re-ran."""
+    host.run_expect([0], "cat > /tmp/connect-8787.py <<'EOF'\n" + CONNECT_8787 + "EOF\nchmod 0644 /tmp/connect-8787.py")
+    host.run_expect([0], reload)
+    assert "ConnectionRefusedError" in _student_connect(host)
+    ports = host.check_output("nft list set inet cdsops_ide_guard ide_ports")
+    assert "5559" in ports and "8787" in ports
+    assert _guard_metric(host) == "cdsops_ide_guard_present 1"
+
+
+def test_guard_metric_says_0_when_the_guard_is_missing(host):
+    try:
+        host.run_expect([0], "nft delete table inet cdsops_ide_guard")
+        assert _guard_metric(host) == "cdsops_ide_guard_present 0"
+        host.run_expect([0], "nft -f /etc/nftables.conf && nft delete element inet cdsops_ide_guard ide_ports '{ 8787 }'")
+        assert _guard_metric(host) == "cdsops_ide_guard_present 0"  # a port the drop-in asks for is missing
+    finally:
+        host.run_expect([0], "systemctl reload nftables")
+    assert _guard_metric(host) == "cdsops_ide_guard_present 1"
 
 
 def test_expired_page_needs_no_sign_in_and_says_files_are_kept(ip):
@@ -206,6 +241,9 @@ def test_session_config_has_shell_and_terminal_off(host):
     assert srv["www-address"] == "127.0.0.1" and srv["www-port"] == "8787"
     assert srv["auth-proxy"] == "1"
     assert srv["audit-r-console"] == "all"
+    # Posit's hardening guide: origin check in rserver.conf, publishing and system directories in rsession.conf
+    assert srv["www-enable-origin-check"] == "1"
+    assert rs["allow-external-publish"] == "0" and rs["restrict-directory-view"] == "1"
     prof = _conf(host, "/etc/rstudio/profiles")
     assert prof["max-memory-mb"] == "4096" and prof["max-processes"] == "200"
 
@@ -259,6 +297,16 @@ def test_students_cannot_see_each_others_processes(host):
         host.run(f"pkill -u s000001 -f 'sleep {tag}'")
     opts = [m for m in host.file("/proc/mounts").content_string.splitlines() if m.startswith("proc /proc ")][0]
     assert "hidepid=invisible" in opts and "gid=199998" in opts
+
+
+def test_r_sessions_create_private_files(host):
+    """Rprofile.site sets umask 077 for every R session, with or without a PAM session."""
+    host.run("rm -f /tmp/r-umask-probe")
+    out = host.run("setpriv --reuid=200001 --regid=200001 --clear-groups "
+                   "Rscript -e 'invisible(file.create(\"/tmp/r-umask-probe\")); cat(format(Sys.umask()))'")
+    assert out.rc == 0, out.stderr
+    assert out.stdout.strip() == "77"
+    assert host.file("/tmp/r-umask-probe").mode == 0o600
 
 
 def test_student_process_limits_apply(host):
