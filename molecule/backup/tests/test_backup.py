@@ -46,7 +46,8 @@ def snapshots(host, tag: str) -> list[dict]:
 def restore_playbook(host, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     name = host.backend.name
     inventory = tmp_path / "hosts.ini"
-    inventory.write_text(f"[compute]\n{name}\n[management]\n{name}\n[all:vars]\nansible_connection=containers.podman.podman\n")
+    inventory.write_text(f"[compute]\n{name}\n[management]\n{name}\n[all:vars]\nansible_connection=containers.podman.podman\n"
+                         "ansible_become=false\n")
     env = dict(os.environ, ANSIBLE_NOCOLOR="1")
     return subprocess.run(
         [str(REPO / ".venv/bin/ansible-playbook"), "-i", str(inventory), str(REPO / "playbooks/restore.yml"), *extra],
