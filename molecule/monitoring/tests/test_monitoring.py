@@ -177,12 +177,15 @@ def test_prometheus_alerts_on_the_probe_results(host):
     def states():
         return {(a["labels"]["alertname"], a["labels"].get("instance", "")): a["state"] for a in prometheus_alerts(host)}
 
+    # the installed rules keep the default thresholds (the promtool tests run against them),
+    # so the probe alerts are pending (for: 5m) by the time verify looks; Watchdog fires at once
+    active = {"pending", "firing"}
     want = {
-        ("CdsopsHstsMissing", "https://localhost/nohsts"): "firing",
-        ("CdsopsPublicUrlDown", "https://localhost/nohsts"): "firing",
-        ("Watchdog", ""): "firing",
+        ("CdsopsHstsMissing", "https://localhost/nohsts"): active,
+        ("CdsopsPublicUrlDown", "https://localhost/nohsts"): active,
+        ("Watchdog", ""): {"firing"},
     }
-    got = wait_for(lambda: (s := states()) and all(s.get(k) == v for k, v in want.items()) and s, timeout=90, step=3)
+    got = wait_for(lambda: (s := states()) and all(s.get(k) in v for k, v in want.items()) and s, timeout=90, step=3)
     assert got, f"alerts never reached {want}: {states()}"
     # the 7-day certificate is under the 14-day threshold (for: 10m, so pending at first)
     assert got.get(("CdsopsTlsCertificateExpiring", "https://localhost/healthz")) in {"pending", "firing"}
