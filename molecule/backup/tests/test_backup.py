@@ -19,8 +19,9 @@ from podman_host import host  # noqa: E402,F401  (podman exec instead of Ansible
 
 REPO = Path(__file__).resolve().parents[3]
 RESTIC = "restic -r /var/backups/cdsops/restic --password-file /etc/cdsops/backup/password"
-HOME_MANIFEST = ("cd /home/s000001 && find . -printf '%p %y %m %u %g %l\\n' | sort && "
-                 "find . -type f -print0 | sort -z | xargs -0 sha256sum")
+# .cache is excluded from the backups (backup_homes_excludes): compare everything else
+HOME_MANIFEST = ("cd /home/s000001 && find . -path ./.cache -prune -o -printf '%p %y %m %u %g %l\\n' | sort && "
+                 "find . -path ./.cache -prune -o -type f -print0 | sort -z | xargs -0 sha256sum")
 ROSTER_SUM = "sha256sum /var/lib/cdsops/roster.duckdb && stat -c '%a %U %G' /var/lib/cdsops/roster.duckdb"
 
 
@@ -110,6 +111,7 @@ def test_restore_a_home_and_the_roster_byte_for_byte(host, tmp_path):
     assert "restored /home/s000001" in result.stdout and "restored /var/lib/cdsops/roster.duckdb" in result.stdout
 
     assert run_ok(host, HOME_MANIFEST) == home_before
+    assert not host.file("/home/s000001/.cache").exists  # excluded, so not restored
     assert run_ok(host, ROSTER_SUM) == roster_before
     assert run_ok(host, "cd /home/s000002 && find . -type f -print0 | sort -z | xargs -0 sha256sum") == other_before
     # the damaged state is kept aside, root only, for an admin to inspect
@@ -131,9 +133,9 @@ def test_restore_refuses_unknown_and_bad_requests(host, tmp_path):
     assert result.returncode != 0
     assert "has no /home/s999999" in result.stdout + result.stderr
     result = restore_playbook(host, tmp_path, "-e", "restore_username=../etc")
-    assert result.returncode != 0 and "restore_username" in result.stdout
+    assert result.returncode != 0 and "restore: give -e restore_username" in result.stdout + result.stderr
     result = restore_playbook(host, tmp_path)
-    assert result.returncode != 0 and "restore_username" in result.stdout
+    assert result.returncode != 0 and "restore: give -e restore_username" in result.stdout + result.stderr
 
 
 def test_a_failed_run_is_reported_and_keeps_the_last_success(host):
