@@ -232,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     ch.set_defaults(func=cmd_changes)
 
     _register_plugins(sub, common)
+    from .events.cli import register as register_events  # audit trail (issue 12); the lead re-wires into cli/
+
+    register_events(sub)
     return p
 
 

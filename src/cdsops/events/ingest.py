@@ -1,0 +1,190 @@
+"""``cdsops events ingest``: journal lines in, rows of the events table out.
+
+Sources (``--source``):
+
+- ``FILE``: journal export lines (``journalctl -o json``) or auditd log lines, mixed freely;
+- ``DIR``: every regular file in it (sorted by name), as FILE;
+- ``-``: standard input;
+- ``journal`` (this host's journal) or ``journal:DIR`` (a journal directory, e.g. the
+  receiver's ``/var/log/journal/remote``): read through ``journalctl -o json``, resuming
+  after the cursor the last run stored (``--after-cursor``), so a run reads only new entries.
+
+Idempotent: an event's key is its journal cursor (auditd log lines: host, time and serial),
+and a key already in the table is not added again. Malformed and truncated lines are counted
+and skipped. Usernames become student ids through the roster (auditd's uid through
+``uid_base``); an event of nobody in the roster keeps its username with no id.
+Retention: rows older than ``retention_days`` are deleted by every run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping
+
+from ..config import Config
+from ..store import StoreError
+from .model import Event
+from .parse import ParseCounts, parse_lines
+from .store import EventStore
+
+__all__ = ["IngestSummary", "ingest", "read_source", "resolve", "write_textfile", "DEFAULT_RETENTION_DAYS"]
+
+DEFAULT_RETENTION_DAYS = 400
+_CURSOR_KEY = "cursor:"
+
+
+@dataclass
+class IngestSummary:
+    source: str
+    lines: int = 0
+    events: int = 0
+    added: int = 0
+    duplicates: int = 0
+    malformed: int = 0
+    truncated: int = 0
+    skipped: int = 0
+    unknown_users: int = 0
+    purged: int = 0
+    cursor: str | None = None
+    newest: str | None = None
+    duration_s: float = 0.0
+    status: str = "ok"
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _journal_lines(directory: str | None, after: str | None) -> Iterator[str]:
+    cmd = ["journalctl", "-o", "json", "--no-pager"]
+    if directory:
+        cmd += ["-D", directory]
+    if after:
+        cmd += ["--after-cursor", after]
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
+    except OSError as exc:
+        raise StoreError(f"cannot run journalctl: {exc.strerror or exc}") from None
+    assert proc.stdout is not None
+    yield from proc.stdout
+    err = proc.stderr.read() if proc.stderr else ""
+    if proc.wait() != 0:
+        raise StoreError(f"journalctl failed ({proc.returncode}): {' '.join(err.split())[:300]}")
+
+
+def _file_lines(paths: Iterable[Path]) -> Iterator[str]:
+    for p in paths:
+        with open(p, encoding="utf-8", errors="replace") as fh:
+            yield from fh
+
+
+def read_source(source: str, after_cursor: str | None) -> Iterator[str]:
+    """The lines of ``source`` (see the module docstring)."""
+    import sys
+
+    if source == "-":
+        return iter(sys.stdin)
+    if source == "journal" or source.startswith("journal:"):
+        directory = source[len("journal:"):] or None if source != "journal" else None
+        if directory and not os.path.isdir(directory):
+            raise StoreError(f"journal directory {directory} does not exist")
+        return _journal_lines(directory, after_cursor)
+    p = Path(source)
+    if p.is_dir():
+        return _file_lines(sorted(f for f in p.iterdir() if f.is_file()))
+    if p.is_file():
+        return _file_lines([p])
+    raise StoreError(f"events source {source} is neither a file, a directory, '-' nor journal[:DIR]")
+
+
+def resolve(events: Iterable[Event], usernames: Mapping[str, int], config: Config, summary: IngestSummary) -> Iterator[Event]:
+    """Events with their student id (and, for auditd records, their username from the uid)."""
+    by_id = {sid: name for name, sid in usernames.items()}
+    for e in events:
+        username, sid = e.username, None
+        if username is None and "uid" in e.detail and e.detail["uid"] is not None:
+            cand = int(e.detail["uid"]) - config.uid_base
+            username = by_id.get(cand)
+            sid = cand if username is not None else None
+        elif username is not None:
+            sid = usernames.get(username)
+        if username is not None and sid is None:
+            summary.unknown_users += 1
+        yield Event(e.key, e.at, e.host, e.kind, username, sid, e.detail)
+
+
+def _counted(events: Iterable[Event], summary: IngestSummary) -> Iterator[Event]:
+    newest = None
+    for e in events:
+        summary.events += 1
+        if newest is None or e.at > newest:
+            newest = e.at
+        yield e
+    if newest is not None:
+        summary.newest = newest.isoformat().replace("+00:00", "Z")
+
+
+def ingest(
+    events_store: EventStore,
+    usernames: Mapping[str, int],
+    source: str,
+    config: Config,
+    *,
+    now: datetime | None = None,
+    retention_days: int = DEFAULT_RETENTION_DAYS,
+    host: str | None = None,
+) -> IngestSummary:
+    """Read ``source``, add its events, enforce retention; returns the summary."""
+    t0 = time.monotonic()
+    now = now or datetime.now(timezone.utc)
+    if retention_days < 1:
+        raise StoreError("retention_days must be at least 1")
+    summary = IngestSummary(source)
+    counts = ParseCounts()
+    journal = source == "journal" or source.startswith("journal:")
+    cursor_key = _CURSOR_KEY + source
+    after = events_store.get_meta(cursor_key) if journal else None
+    lines = read_source(source, after)
+    parsed = parse_lines(lines, counts, default_host=host or socket.gethostname())
+    summary.added, summary.duplicates = events_store.add(_counted(resolve(parsed, usernames, config, summary), summary), now=now)
+    for k, v in counts.to_dict().items():
+        setattr(summary, k, v)
+    summary.cursor = counts.last_cursor
+    if journal and counts.last_cursor:
+        events_store.set_meta(cursor_key, counts.last_cursor)
+    summary.purged = events_store.purge(now - timedelta(days=retention_days))
+    summary.duration_s = round(time.monotonic() - t0, 3)
+    return summary
+
+
+def write_textfile(directory: str, summary: IngestSummary | None, now: datetime, newest: datetime | None) -> None:
+    """node-exporter textfile ``cdsops_events.prom``: last run status and time, lag of the newest event."""
+    ok = summary is not None and summary.status == "ok"
+    lines = [
+        "# HELP cdsops_events_ingest_last_status 1 when the last events ingest succeeded, 0 when it failed.",
+        "# TYPE cdsops_events_ingest_last_status gauge",
+        f"cdsops_events_ingest_last_status {1 if ok else 0}",
+        "# HELP cdsops_events_ingest_last_run_timestamp_seconds When the last events ingest ended.",
+        "# TYPE cdsops_events_ingest_last_run_timestamp_seconds gauge",
+        f"cdsops_events_ingest_last_run_timestamp_seconds {now.timestamp():.3f}",
+    ]
+    if newest is not None:
+        lines += [
+            "# HELP cdsops_events_newest_event_timestamp_seconds Time of the newest event in the events table.",
+            "# TYPE cdsops_events_newest_event_timestamp_seconds gauge",
+            f"cdsops_events_newest_event_timestamp_seconds {newest.timestamp():.3f}",
+        ]
+    if summary is not None:
+        for name in ("added", "malformed", "truncated"):
+            lines += [f"# TYPE cdsops_events_ingest_{name} gauge", f"cdsops_events_ingest_{name} {getattr(summary, name)}"]
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, "cdsops_events.prom")
+    tmp = path + f".{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+    os.replace(tmp, path)
