@@ -91,6 +91,13 @@ def _table(rows: list[tuple[Any, ...]], head: tuple[str, ...]) -> str:
     return f"<table><tr>{th}</tr>{body}</table>"
 
 
+def _mapping(d: dict[str, Any]) -> str:
+    """A note as a paragraph, figures as a two-column table."""
+    if "note" in d:
+        return f"<p class='note'>{html.escape(str(d['note']))}</p>"
+    return _table([(k, json.dumps(v, sort_keys=True) if isinstance(v, dict) else v) for k, v in d.items()], ("", "value"))
+
+
 def render_html(rep: dict[str, Any], per_student: dict[str, list[int]]) -> str:
     figs = _figures(rep, per_student)
     f = rep["funnel"]
@@ -112,9 +119,9 @@ def render_html(rep: dict[str, Any], per_student: dict[str, list[int]]) -> str:
         "<h2>Commands and cells per student</h2>",
         _table([(k, v["students"], v["median"], v["p90"]) for k, v in (("commands", rep["commands_per_student"]), ("cells", rep["cells_per_student"]))], ("", "students", "median", "p90")),
         "<h2>Home directory size</h2>",
-        f"<p>{html.escape(json.dumps(rep.get('home_size_mb', {'note': 'not computed'})))}</p>",
+        _mapping(rep.get("home_size_mb", {"note": "not computed"})),
         "<h2>Uptime and alerts</h2>",
-        f"<p>{html.escape(json.dumps(rep.get('prometheus', {'note': 'not computed'})))}</p>",
+        _mapping(rep.get("prometheus", {"note": "not computed"})),
         "<h2>Figures</h2>",
     ]
     for fid, caption in FIGURES.items():
