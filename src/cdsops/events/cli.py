@@ -57,9 +57,11 @@ def cmd_events_ingest(args: argparse.Namespace) -> int:
         cfg, section, roster = _settings(args)
         textfile = textfile or section.get("textfile_dir")
         days = args.retention_days or int(section.get("retention_days", DEFAULT_RETENTION_DAYS))
-        usernames = {s.username: s.student_id for s in open_store(roster).load().students}
+        students = open_store(roster).load().students
+        usernames = {s.username: s.student_id for s in students}
+        identities = {s.identity: (s.student_id, s.username) for s in students} if args.source.startswith("bigquery-audit://") else None
         events = open_events(roster)
-        summary = ingest(events, usernames, args.source, cfg, now=now, retention_days=days, host=args.host)
+        summary = ingest(events, usernames, args.source, cfg, now=now, retention_days=days, host=args.host, identities=identities)
     except Exception as exc:
         if textfile:
             write_textfile(textfile, None, now, None)
@@ -118,7 +120,7 @@ def register(sub: Any) -> None:
     esub.required = True
     ing = esub.add_parser("ingest", help="fold journal entries and audit records into the events table")
     ing.add_argument("--roster", metavar="STORE", help="roster store (default: roster: in the configuration)")
-    ing.add_argument("--source", required=True, help="FILE, DIR, '-', journal or journal:DIR")
+    ing.add_argument("--source", required=True, help="FILE, DIR, '-', journal, journal:DIR or bigquery-audit://PROJECT/DATASET[/TABLE]")
     ing.add_argument("--retention-days", type=int, help="delete events older than this (default events.retention_days or 400)")
     ing.add_argument("--textfile-dir", help="write cdsops_events.prom here for node-exporter")
     ing.add_argument("--host", help="host name for auditd log lines without node= (default: this host)")

@@ -5,6 +5,8 @@ Sources (``--source``):
 - ``FILE``: journal export lines (``journalctl -o json``) or auditd log lines, mixed freely;
 - ``DIR``: every regular file in it (sorted by name), as FILE;
 - ``-``: standard input;
+- ``bigquery-audit://PROJECT/DATASET[/TABLE]``: BigQuery Data Access audit log rows exported
+  by a log sink (:mod:`cdsops.events.bigquery_events`), newer than the stored watermark;
 - ``journal`` (this host's journal) or ``journal:DIR`` (a journal directory, e.g. the
   receiver's ``/var/log/journal/remote``): read through ``journalctl -o json``, resuming
   after the cursor the last run stored (``--after-cursor``), so a run reads only new entries.
@@ -37,6 +39,15 @@ __all__ = ["IngestSummary", "ingest", "read_source", "resolve", "write_textfile"
 
 DEFAULT_RETENTION_DAYS = 400
 _CURSOR_KEY = "cursor:"
+_WATERMARK_KEY = "watermark:"
+
+
+def _audit_log_events(store: EventStore, source: str, identities: Mapping[str, tuple[int, str]], counts: ParseCounts) -> Iterator[Event]:
+    from .bigquery_events import overlap, read_audit_log
+
+    mark = store.get_meta(_WATERMARK_KEY + source)
+    since = datetime.fromisoformat(mark) if mark else None
+    return read_audit_log(source, identities, overlap(since), counts)
 
 
 @dataclass
@@ -138,6 +149,7 @@ def ingest(
     now: datetime | None = None,
     retention_days: int = DEFAULT_RETENTION_DAYS,
     host: str | None = None,
+    identities: Mapping[str, tuple[int, str]] | None = None,
 ) -> IngestSummary:
     """Read ``source``, add its events, enforce retention; returns the summary."""
     t0 = time.monotonic()
@@ -148,15 +160,19 @@ def ingest(
     counts = ParseCounts()
     journal = source == "journal" or source.startswith("journal:")
     cursor_key = _CURSOR_KEY + source
-    after = events_store.get_meta(cursor_key) if journal else None
-    lines = read_source(source, after)
-    parsed = parse_lines(lines, counts, default_host=host or socket.gethostname())
+    if source.startswith("bigquery-audit://"):
+        parsed = _audit_log_events(events_store, source, identities or {}, counts)
+    else:
+        lines = read_source(source, events_store.get_meta(cursor_key) if journal else None)
+        parsed = parse_lines(lines, counts, default_host=host or socket.gethostname())
     summary.added, summary.duplicates = events_store.add(_counted(resolve(parsed, usernames, config, summary), summary), now=now)
     for k, v in counts.to_dict().items():
         setattr(summary, k, v)
     summary.cursor = counts.last_cursor
     if journal and counts.last_cursor:
         events_store.set_meta(cursor_key, counts.last_cursor)
+    if counts.last_time is not None:
+        events_store.set_meta(_WATERMARK_KEY + source, counts.last_time.isoformat())
     summary.purged = events_store.purge(now - timedelta(days=retention_days))
     summary.duration_s = round(time.monotonic() - t0, 3)
     return summary

@@ -46,6 +46,7 @@ class ParseCounts:
     truncated: int = 0
     skipped: int = 0
     last_cursor: str | None = None
+    last_time: datetime | None = None  # audit log rows: the newest timestamp read (the watermark)
 
     def to_dict(self) -> dict[str, int]:
         return {"lines": self.lines, "malformed": self.malformed, "truncated": self.truncated, "skipped": self.skipped}
