@@ -81,6 +81,8 @@ def test_cli_summary_line_and_textfile(roster, tmp_path):
     assert summary["added"] == 7 and summary["truncated"] == 1 and summary["status"] == "ok"
     text = (prom / "cdsops_events.prom").read_text()
     assert "cdsops_events_ingest_last_status 1" in text and "cdsops_events_newest_event_timestamp_seconds" in text
+    assert 'cdsops_signins_refused_total{outcome="expired"} 1' in text and 'cdsops_signins_refused_total{outcome="unknown"} 1' in text
+    assert f'cdsops_events_host_last_entry_timestamp_seconds{{host="compute"}} {T.timestamp():.3f}' in text
     assert src.exists()
 
 

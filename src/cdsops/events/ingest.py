@@ -20,11 +20,12 @@ Retention: rows older than ``retention_days`` are deleted by every run.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
@@ -66,6 +67,8 @@ class IngestSummary:
     newest: str | None = None
     duration_s: float = 0.0
     status: str = "ok"
+    refused: dict[str, int] = field(default_factory=dict)  # refused sign-ins read by this run, by outcome
+    hosts: dict[str, str] = field(default_factory=dict)  # host -> newest journal entry ever read from it
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -133,6 +136,9 @@ def _counted(events: Iterable[Event], summary: IngestSummary) -> Iterator[Event]
     newest = None
     for e in events:
         summary.events += 1
+        if e.kind == "signin.refused":
+            outcome = str(e.detail.get("outcome") or "unknown")
+            summary.refused[outcome] = summary.refused.get(outcome, 0) + 1
         if newest is None or e.at > newest:
             newest = e.at
         yield e
@@ -171,11 +177,33 @@ def ingest(
     summary.cursor = counts.last_cursor
     if journal and counts.last_cursor:
         events_store.set_meta(cursor_key, counts.last_cursor)
+    _remember(events_store, summary, counts)
     if counts.last_time is not None:
         events_store.set_meta(_WATERMARK_KEY + source, counts.last_time.isoformat())
     summary.purged = events_store.purge(now - timedelta(days=retention_days))
     summary.duration_s = round(time.monotonic() - t0, 3)
     return summary
+
+
+def _remember(store: EventStore, summary: IngestSummary, counts: ParseCounts) -> None:
+    """Running totals the alerts need across runs (events_meta ``totals``): refused sign-ins by
+    outcome (a counter) and the newest entry seen from each host."""
+    raw = store.get_meta("totals")
+    totals = json.loads(raw) if raw else {"refused": {}, "hosts": {}}
+    for outcome, n in summary.refused.items():
+        totals["refused"][outcome] = totals["refused"].get(outcome, 0) + n
+    for host, at in counts.hosts.items():
+        stamp = at.timestamp()
+        if stamp > totals["hosts"].get(host, 0):
+            totals["hosts"][host] = stamp
+    if summary.refused or counts.hosts:
+        store.set_meta("totals", json.dumps(totals, sort_keys=True))
+    summary.refused = dict(totals["refused"])
+    summary.hosts = {h: datetime.fromtimestamp(t, tz=timezone.utc).isoformat().replace("+00:00", "Z") for h, t in totals["hosts"].items()}
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
 
 
 def write_textfile(directory: str, summary: IngestSummary | None, now: datetime, newest: datetime | None) -> None:
@@ -198,6 +226,13 @@ def write_textfile(directory: str, summary: IngestSummary | None, now: datetime,
     if summary is not None:
         for name in ("added", "malformed", "truncated"):
             lines += [f"# TYPE cdsops_events_ingest_{name} gauge", f"cdsops_events_ingest_{name} {getattr(summary, name)}"]
+        lines += ["# HELP cdsops_signins_refused_total Refused sign-ins ingested, by the gate's outcome.",
+                  "# TYPE cdsops_signins_refused_total counter"]
+        lines += [f'cdsops_signins_refused_total{{outcome="{_label(o)}"}} {n}' for o, n in sorted(summary.refused.items())]
+        lines += ["# HELP cdsops_events_host_last_entry_timestamp_seconds Newest journal entry received from each host.",
+                  "# TYPE cdsops_events_host_last_entry_timestamp_seconds gauge"]
+        lines += [f'cdsops_events_host_last_entry_timestamp_seconds{{host="{_label(h)}"}} '
+                  f"{datetime.fromisoformat(t.replace('Z', '+00:00')).timestamp():.3f}" for h, t in sorted(summary.hosts.items())]
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, "cdsops_events.prom")
     tmp = path + f".{os.getpid()}.tmp"

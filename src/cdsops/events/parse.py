@@ -47,6 +47,7 @@ class ParseCounts:
     skipped: int = 0
     last_cursor: str | None = None
     last_time: datetime | None = None  # audit log rows: the newest timestamp read (the watermark)
+    hosts: dict[str, datetime] = field(default_factory=dict)  # host -> newest journal entry read from it
 
     def to_dict(self) -> dict[str, int]:
         return {"lines": self.lines, "malformed": self.malformed, "truncated": self.truncated, "skipped": self.skipped}
@@ -184,6 +185,11 @@ def _journal_line(line: str, counts: ParseCounts, asm: _Assembler) -> Iterator[E
         return
     counts.last_cursor = entry["__CURSOR"]
     try:
+        host = str(entry.get("_HOSTNAME") or "unknown")
+        at = _entry_time(entry)
+        prev = counts.hosts.get(host)
+        if prev is None or at > prev:
+            counts.hosts[host] = at
         events = list(_journal_entry(entry, asm))
     except (ValueError, TypeError, KeyError):
         counts.malformed += 1
