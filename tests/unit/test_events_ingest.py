@@ -118,3 +118,25 @@ def _export_format(path: Path, entries: list[dict]) -> None:
                     continue
                 fh.write(f"{k}={v}\n")
             fh.write("\n")
+
+
+def test_lines_a_student_writes_in_another_name_are_skipped(roster, tmp_path):
+    """journald's _UID says who wrote a line: a student (uid 200002) cannot log a sign-in or
+    another student's cell; their own cell (uid 200002 as s000002) and root's lines pass."""
+    def by(entry, uid):
+        entry["_UID"] = str(uid)
+        return entry
+
+    p = tmp_path / "forged.json"
+    p.write_text(synth.dumps([
+        by(synth.signin("s000001", "success", T), 200002),       # forged sign-in
+        by(synth.code("s000001", "rm -rf", T), 200002),          # a cell in s000001's name
+        by(synth.code("s000002", "mine", T), 200002),            # their own cell
+        by(synth.signin("s000001", "success", T), 998),          # the gate's service user
+    ]))
+    s = ingest(open_events(roster), {"s000001": 1, "s000002": 2}, str(p), Config(), now=NOW)
+    assert (s.added, s.forged) == (2, 2)
+    assert _rows(roster) == [("code", 2, "s000002"), ("signin.allowed", 1, "s000001")]
+    con = duckdb.connect(str(events_path(roster)), read_only=True)
+    assert all("_sender_uid" not in d for (d,) in con.execute("SELECT detail FROM events").fetchall())
+    con.close()

@@ -33,7 +33,7 @@ from typing import Iterable, Iterator, Mapping
 from ..config import Config
 from ..store import StoreError
 from .model import Event
-from .parse import ParseCounts, parse_lines
+from .parse import SENDER_UID, ParseCounts, parse_lines
 from .store import EventStore
 
 __all__ = ["IngestSummary", "ingest", "read_source", "resolve", "write_textfile", "DEFAULT_RETENTION_DAYS"]
@@ -62,6 +62,7 @@ class IngestSummary:
     truncated: int = 0
     skipped: int = 0
     unknown_users: int = 0
+    forged: int = 0  # lines written by a student uid in the gate's or another student's name: skipped
     purged: int = 0
     cursor: str | None = None
     newest: str | None = None
@@ -116,10 +117,26 @@ def read_source(source: str, after_cursor: str | None) -> Iterator[str]:
     raise StoreError(f"events source {source} is neither a file, a directory, '-' nor journal[:DIR]")
 
 
+def _forged(e: Event, usernames: Mapping[str, int], config: Config) -> bool:
+    """A line a student wrote in another's name: journald records the writer's uid (_UID),
+    which a student cannot choose. A sign-in line from a student uid is forged (only the gate
+    writes them); a cell or session line from a student uid must be that student's own."""
+    uid = e.detail.pop(SENDER_UID, None)
+    if uid is None or not config.min_uid <= uid <= config.max_uid:
+        return False
+    if e.kind.startswith("signin."):
+        return True
+    sid = usernames.get(e.username or "")
+    return sid is None or uid != config.uid_base + sid
+
+
 def resolve(events: Iterable[Event], usernames: Mapping[str, int], config: Config, summary: IngestSummary) -> Iterator[Event]:
     """Events with their student id (and, for auditd records, their username from the uid)."""
     by_id = {sid: name for name, sid in usernames.items()}
     for e in events:
+        if _forged(e, usernames, config):
+            summary.forged += 1
+            continue
         username, sid = e.username, None
         if username is None and "uid" in e.detail and e.detail["uid"] is not None:
             cand = int(e.detail["uid"]) - config.uid_base

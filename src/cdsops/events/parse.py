@@ -27,7 +27,7 @@ from typing import Any, Iterable, Iterator
 
 from .model import DETAIL_LIMIT, USERNAME_RE, Event
 
-__all__ = ["ParseCounts", "parse_lines", "parse_audit_fields", "AUDIT_KEYS"]
+__all__ = ["ParseCounts", "parse_lines", "parse_audit_fields", "AUDIT_KEYS", "SENDER_UID"]
 
 AUDIT_KEYS = {"cdsops_student_exec": "command", "cdsops_data_read": "data.read"}
 _GATE_ALLOWED = {"success"}
@@ -37,6 +37,8 @@ _HEX = re.compile(r"(?:[0-9A-F]{2})+\Z")
 #: audit fields holding untrusted strings: quoted, or hex when they contain odd characters
 _STRING_FIELDS = {"exe", "comm", "cwd", "name", "proctitle", "key"}
 _MAX_PENDING = 10000
+#: detail key carrying the journal's _UID of an application line until ingest checks it
+SENDER_UID = "_sender_uid"
 
 
 @dataclass
@@ -239,6 +241,8 @@ def _journal_entry(entry: dict, asm: _Assembler) -> Iterator[Event]:
         raise ValueError("not an object")
     ev = _app_event(ident, record, host, cursor, _entry_time(entry))
     if ev is not None:
+        if "_UID" in entry:  # who wrote it, as journald saw it: checked against the username (ingest.resolve)
+            ev.detail[SENDER_UID] = int(entry["_UID"])
         yield ev
 
 
