@@ -5,10 +5,8 @@ arrived, the alert rules pass promtool, the data rule and home-size collector ar
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from datetime import datetime, timedelta, timezone

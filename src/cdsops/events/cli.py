@@ -62,7 +62,7 @@ def cmd_events_ingest(args: argparse.Namespace) -> int:
         identities = {s.identity: (s.student_id, s.username) for s in students} if args.source.startswith("bigquery-audit://") else None
         events = open_events(roster)
         summary = ingest(events, usernames, args.source, cfg, now=now, retention_days=days, host=args.host, identities=identities)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - every failure is one line on stderr and exit 1, as cdsops.cli.main does
         if textfile:
             write_textfile(textfile, None, now, None)
         return _fail(str(exc))
@@ -88,7 +88,7 @@ def cmd_whois(args: argparse.Namespace) -> int:
                 print(json.dumps({"found": False}))
             return 1
         info = whois(student, store.changes(student_id=student.student_id), open_events(roster), now, limit=args.limit)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - every failure is one line on stderr and exit 1, as cdsops.cli.main does
         return _fail(str(exc))
     print(json.dumps(info, sort_keys=True) if args.json else render_text(info))
     return 0
@@ -103,7 +103,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         if start and end and start >= end:
             raise ValueError("--from must be before --to")
         report = run_report(roster, section, start, end, args)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - every failure is one line on stderr and exit 1, as cdsops.cli.main does
         return _fail(str(exc))
     if args.json:
         print(json.dumps(report, sort_keys=True))
