@@ -192,7 +192,7 @@ def _journal_line(line: str, counts: ParseCounts, asm: _Assembler) -> Iterator[E
         prev = counts.hosts.get(host)
         if prev is None or at > prev:
             counts.hosts[host] = at
-        events = list(_journal_entry(entry, asm))
+        events = list(_journal_entry(entry, asm, host, at))
     except (ValueError, TypeError, KeyError):
         counts.malformed += 1
         return
@@ -219,8 +219,7 @@ def _entry_time(entry: dict) -> datetime:
     return datetime.fromtimestamp(int(us) / 1e6, tz=timezone.utc)
 
 
-def _journal_entry(entry: dict, asm: _Assembler) -> Iterator[Event]:
-    host = str(entry.get("_HOSTNAME") or "unknown")
+def _journal_entry(entry: dict, asm: _Assembler, host: str, at: datetime) -> Iterator[Event]:
     cursor = entry["__CURSOR"]
     if _is_audit(entry):
         text = _message(entry)
@@ -228,7 +227,7 @@ def _journal_entry(entry: dict, asm: _Assembler) -> Iterator[Event]:
         if text.startswith(rtype + " "):
             text = text[len(rtype) + 1:]
         serial = str(entry.get("_AUDIT_ID") or "")
-        yield from asm.add(host, serial, rtype, text, _entry_time(entry), cursor)
+        yield from asm.add(host, serial, rtype, text, at, cursor)
         return
     ident = entry.get("SYSLOG_IDENTIFIER")
     if ident not in ("cdsops-gate", "cdsops-code", "cdsops-session"):
@@ -239,7 +238,7 @@ def _journal_entry(entry: dict, asm: _Assembler) -> Iterator[Event]:
     record = json.loads(msg)
     if not isinstance(record, dict):
         raise ValueError("not an object")
-    ev = _app_event(ident, record, host, cursor, _entry_time(entry))
+    ev = _app_event(ident, record, host, cursor, at)
     if ev is not None:
         if "_UID" in entry:  # who wrote it, as journald saw it: checked against the username (ingest.resolve)
             ev.detail[SENDER_UID] = int(entry["_UID"])
