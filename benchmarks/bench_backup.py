@@ -30,7 +30,7 @@ SCRIPT = "library(dplyr)\nlibrary(ggplot2)\nadm <- read.csv('data/admissions.csv
 
 def csv_rows(rng: random.Random, rows: int) -> str:
     lines = ["subject_id,hadm_id,admittime,los,diagnosis"]
-    for i in range(rows):
+    for _i in range(rows):
         lines.append(f"{rng.randrange(10**5)},{rng.randrange(10**6)},2126-0{rng.randrange(1, 10)}-1{rng.randrange(10)},"
                      f"{rng.random() * 30:.3f},{rng.choice(['SEPSIS', 'PNEUMONIA', 'CHF', 'STROKE'])}")
     return "\n".join(lines) + "\n"

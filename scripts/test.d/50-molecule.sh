@@ -32,6 +32,12 @@ else
   for d in molecule/*/; do
     name=$(basename "$d")
     [[ $name == shared ]] && continue
+    # a scenario that is not yet green carries molecule/NAME/NOT-IN-SUITE with the reason; it
+    # still runs when named (scripts/test.d/50-molecule.sh NAME)
+    if [[ -f $d/NOT-IN-SUITE ]]; then
+      echo "molecule: $name not in the suite: $(head -1 "$d/NOT-IN-SUITE")"
+      continue
+    fi
     [[ -f $d/molecule.yml ]] && scenarios+=("$name")
   done
 fi

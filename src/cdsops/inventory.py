@@ -10,9 +10,10 @@ notifications and, only with the Google group provider, the active identities.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any
 
 from .config import Config, load_config
 from .errors import CdsopsError
@@ -117,7 +118,7 @@ def _empty_compute_vars(cfg: Config) -> dict[str, Any]:
     return {
         "cdsops_accounts": [], "cdsops_members": [], "cdsops_signin_entries": [], "cdsops_signin_expired": [],
         "cdsops_revoking": 0, "cdsops_uid_min": cfg.min_uid, "cdsops_uid_max": cfg.max_uid,
-        "cdsops_username_pattern": "^%s[0-9]{%d}$" % (cfg.username_prefix, cfg.username_width),
+        "cdsops_username_pattern": f"^{cfg.username_prefix}[0-9]{{{cfg.username_width}}}$",
         "cdsops_data_group": cfg.data_group, "cdsops_data_group_gid": cfg.data_group_gid, "cdsops_data_dir": data_dir,
     }
 

@@ -13,9 +13,10 @@ guard refuses a plan that would revoke more than ``max_revoke_fraction`` of them
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import AbstractSet, Iterable, Sequence
 
 from .config import Config
 from .errors import CdsopsError

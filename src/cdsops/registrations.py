@@ -8,10 +8,11 @@ number and reason) and never stops the others.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from sys import intern
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from .identity import InvalidEmail, canonicalize
 from .times import as_utc, parse_iso

@@ -18,9 +18,9 @@ Rules (issue 6, design step 3):
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Iterable, Mapping, Sequence
 
 from .config import Config
 from .errors import CdsopsError

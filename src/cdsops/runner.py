@@ -28,10 +28,11 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from .config import Config
 from .errors import CdsopsError, UsageError

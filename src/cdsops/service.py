@@ -4,9 +4,9 @@ inventory call these; each returns data (dataclasses, dicts), never prints."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Sequence
 
 from .config import Config
 from .errors import UsageError

@@ -7,11 +7,11 @@ with ``Z`` or an offset; a naive time is taken as UTC.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 __all__ = ["UTC", "utcnow", "as_utc", "naive_utc", "parse_iso", "parse_iso_or_none", "format_iso", "iso", "compact_stamp"]
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def utcnow() -> datetime:

@@ -68,13 +68,14 @@ def render_role_template(name: str, **variables) -> str:
 
 def make_pki(directory: Path) -> None:
     """A throwaway CA and a server certificate for 127.0.0.1 signed by it."""
+    import ipaddress
+
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-    import ipaddress
 
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cdsops e2e throwaway CA")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
@@ -167,7 +168,7 @@ class GateStack:
         self.writer = load_map_writer()
 
     # --- lifecycle ---------------------------------------------------------------
-    def start(self) -> "GateStack":
+    def start(self) -> GateStack:
         try:
             self._start()
         except BaseException:
@@ -244,8 +245,8 @@ class GateStack:
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         full_env = dict(os.environ)
         full_env.update(env or {})
-        out = open(self.dir / f"{name}.out", "ab")  # appended: a restarted gate keeps its earlier lines
-        err = open(self.dir / f"{name}.err", "ab")
+        out = open(self.dir / f"{name}.out", "ab")  # appended: a restarted gate keeps its earlier lines  # noqa: SIM115  the handle must outlive this statement (held lock or stream)
+        err = open(self.dir / f"{name}.err", "ab")  # noqa: SIM115  the handle must outlive this statement (held lock or stream)
         self.procs[name] = subprocess.Popen(argv, stdout=out, stderr=err, env=full_env, cwd=self.dir,
                                             start_new_session=True)
         out.close()
@@ -373,7 +374,7 @@ http {{
 
 
 def _ready(minutes_ago: float = 60) -> str:
-    when = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=minutes_ago)
+    when = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=minutes_ago)
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

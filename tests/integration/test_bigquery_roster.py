@@ -14,17 +14,16 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from cdsops.sources import read_bigquery_registrations
 from cdsops.config import Config
 from cdsops.identity import canonicalize
 from cdsops.registrations import COLUMNS, Registration
 from cdsops.roster import sync as pure_sync
-from cdsops.sources import SourceError
+from cdsops.sources import SourceError, read_bigquery_registrations
 from cdsops.store import open_store
 from cdsops.store.base import ChangeRecord, StoreError
 from cdsops.store.bigquery_store import CONFLICT_MESSAGE, BigQueryStore, revision_of
@@ -33,7 +32,7 @@ from cdsops.testing import bigquery_client, free_port, running_emulator
 pytestmark = pytest.mark.integration
 
 PROJECT = "test-project"
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 CFG = Config()
 ROOT = Path(__file__).resolve().parents[2]
 CDSOPS = [sys.executable, "-m", "cdsops.cli"]
@@ -97,7 +96,7 @@ def insert_rows(client, ds, rows, cols=None) -> None:
     params, values = [], []
     for i, row in enumerate(rows):
         ph = []
-        for n, v in zip(names, row):
+        for n, v in zip(names, row, strict=False):
             t = types.get(n) or ("TIMESTAMP" if n == "submitted_at" else "BOOL" if n == "agreed_dua" else "STRING")
             params.append(bigquery.ScalarQueryParameter(f"p{i}_{n}", t, v))
             ph.append(f"@p{i}_{n}")
@@ -396,7 +395,7 @@ def test_race_between_processes_with_overlapping_batches(client, endpoint, tmp_p
         for p in paths
     ]
     results = [p.communicate(timeout=300) + (p.returncode,) for p in procs]
-    for out, err, rc in results:
+    for _out, err, rc in results:
         assert rc == 0, err
     added = sum(json.loads(out)["added"] for out, _, _ in results)
     students = BigQueryStore(PROJECT, ds).load().students
@@ -451,7 +450,7 @@ def test_cli_sync_show_plan_and_incremental_watermark(client, endpoint):
 def test_cli_errors_are_one_line(client, endpoint):
     ds = make_source(client, [])
     env = {"CDSOPS_BIGQUERY_ENDPOINT": endpoint}
-    empty = run_cli("roster", "sync", "--source", f"bigquery://{PROJECT}/{ds}/reg", "--roster", f"bigquery://{PROJECT}/{ds}_r", "--json", env_extra=env, check=False)
+    empty = run_cli("roster", "sync", "--source", f"bigquery://{PROJECT}/{ds}/reg", "--roster", f"bigquery://{PROJECT}/{ds}_r", "--json", env_extra=env, check=False)  # noqa: E501  a literal line kept whole for grep
     assert empty.returncode != 0 and "no registration rows" in empty.stderr and len(empty.stderr.strip().splitlines()) == 1
     missing = run_cli("roster", "sync", "--source", f"bigquery://{PROJECT}/{ds}/nope", "--roster", f"bigquery://{PROJECT}/{ds}_r", env_extra=env, check=False)
     assert missing.returncode != 0 and "does not exist" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
+from datetime import UTC
 
 import pytest
 
@@ -159,7 +159,7 @@ def test_duckdb_table_source(tmp_path):
     con.execute("INSERT INTO regs VALUES ('2026-01-05 12:00:00+01', 'b@x.org', 'B', NULL, NULL, true, false)")
     con.close()
     roster = str(tmp_path / "roster.duckdb")
-    out = json.loads(cdsops("roster", "sync", "--source", f"duckdb:{db}#regs", "--roster", roster, "--now", "2026-01-07T00:00:00Z", "--json", check=True).stdout)
+    out = json.loads(cdsops("roster", "sync", "--source", f"duckdb:{db}#regs", "--roster", roster, "--now", "2026-01-07T00:00:00Z", "--json", check=True).stdout)  # noqa: E501  a literal line kept whole for grep
     assert out["added"] == 1 and out["rejected"] == [{"row": 2, "reason": "terms not agreed"}]
     shown = json.loads(cdsops("roster", "show", "--roster", roster, "--json", check=True).stdout)
     assert shown["students"][0]["first_registered_at"] == "2026-01-05T10:00:00Z"
@@ -182,9 +182,9 @@ def test_changes_and_lookup(tmp_path, sample):
 def _sync_worker(args):
     source, roster = args
     os.environ.pop("CDSOPS_CONFIG", None)
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    report = roster_sync(source, roster, Config(), datetime(2026, 2, 1, tzinfo=timezone.utc))
+    report = roster_sync(source, roster, Config(), datetime(2026, 2, 1, tzinfo=UTC))
     return report.to_dict()["added"]
 
 
@@ -214,7 +214,7 @@ def test_two_concurrent_syncs_never_duplicate_or_share_ids(tmp_path):
 
 def test_busy_store_fails_clearly_and_changes_nothing(tmp_path, sample):
     roster = tmp_path / "roster.duckdb"
-    lock = open(str(roster) + ".lock", "w")
+    lock = open(str(roster) + ".lock", "w")  # noqa: SIM115  the handle must outlive this statement (held lock or stream)
     fcntl.flock(lock, fcntl.LOCK_EX)
     try:
         p = cdsops("roster", "sync", "--source", sample, "--roster", str(roster), env={"CDSOPS_LOCK_TIMEOUT": "0.5"})

@@ -1,6 +1,6 @@
 """The DuckDB store's indexed sync gives exactly what the pure sync over the whole roster gives."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -11,7 +11,7 @@ from cdsops.registrations import Registration
 from cdsops.roster import sync
 from cdsops.store.duckdb_store import DuckDBStore
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 CFG = Config(compute_hosts=("c1", "c2"))
 emails = st.sampled_from(
     ["alice@gmail.com", "a.lice@googlemail.com", "ALICE+x@gmail.com", "bob@example.org", "carol@example.org", "dave@x.io", "eve@x.io"]

@@ -54,7 +54,7 @@ class SMTPSink(socketserver.ThreadingTCPServer):
     def port(self) -> int:
         return self.server_address[1]
 
-    def __enter__(self) -> "SMTPSink":
+    def __enter__(self) -> SMTPSink:
         self._thread.start()
         return self
 

@@ -3,7 +3,6 @@ roster store reads what it records."""
 
 from __future__ import annotations
 
-
 import pytest
 
 from cdsops.emulator import Emulator

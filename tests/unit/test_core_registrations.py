@@ -1,13 +1,13 @@
 """Row validation and the CSV source: each bad row is reported and skipped, never fatal."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from cdsops.registrations import Registration, Rejection, parse_time, validate_row, validate_rows
 from cdsops.sources import SourceError, parse_source, read_csv
 
-NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
 GOOD = {
     "submitted_at": "2026-05-01T10:00:00Z",
     "email": "alice@example.org",
@@ -61,11 +61,11 @@ def test_rejections_are_specific(data, reason):
 
 
 ACCEPTED = [
-    (row(), "alice@example.org", datetime(2026, 5, 1, 10, tzinfo=timezone.utc)),
-    (row(submitted_at="2026-05-01 12:00:00+02:00"), "alice@example.org", datetime(2026, 5, 1, 10, tzinfo=timezone.utc)),
-    (row(submitted_at="2026-05-01T10:00:00"), "alice@example.org", datetime(2026, 5, 1, 10, tzinfo=timezone.utc)),
-    (row(submitted_at="5/1/2026 10:00:00"), "alice@example.org", datetime(2026, 5, 1, 10, tzinfo=timezone.utc)),
-    (row(submitted_at=datetime(2026, 5, 1, 10)), "alice@example.org", datetime(2026, 5, 1, 10, tzinfo=timezone.utc)),
+    (row(), "alice@example.org", datetime(2026, 5, 1, 10, tzinfo=UTC)),
+    (row(submitted_at="2026-05-01 12:00:00+02:00"), "alice@example.org", datetime(2026, 5, 1, 10, tzinfo=UTC)),
+    (row(submitted_at="2026-05-01T10:00:00"), "alice@example.org", datetime(2026, 5, 1, 10, tzinfo=UTC)),
+    (row(submitted_at="5/1/2026 10:00:00"), "alice@example.org", datetime(2026, 5, 1, 10, tzinfo=UTC)),
+    (row(submitted_at=datetime(2026, 5, 1, 10)), "alice@example.org", datetime(2026, 5, 1, 10, tzinfo=UTC)),
     (row(email=" Alice.Smith@GoogleMail.com "), "alicesmith@gmail.com", None),
     (row(agreed_dua=True, agreed_terms=1), "alice@example.org", None),
     (row(agreed_dua="I agree", agreed_terms="Agreed"), "alice@example.org", None),
@@ -96,7 +96,7 @@ def test_one_bad_row_never_blocks_the_others():
 
 
 def test_parse_time_normalizes_to_utc():
-    assert parse_time("2026-01-01T01:00:00+01:00") == datetime(2026, 1, 1, tzinfo=timezone.utc)
+    assert parse_time("2026-01-01T01:00:00+01:00") == datetime(2026, 1, 1, tzinfo=UTC)
 
 
 CSV_HOSTILE = (

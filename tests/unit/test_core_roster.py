@@ -1,6 +1,6 @@
 """Roster sync and plan: table-driven, property-based, idempotent."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -11,7 +11,7 @@ from cdsops.plan import GuardError, check_guard, make_plan
 from cdsops.registrations import Registration
 from cdsops.roster import RosterError, admissions, sync
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 CFG = Config()
 
 

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,7 @@ from cdsops.store import open_store
 from cdsops.testing.registrations import write_registrations
 from cdsops.times import format_iso
 
-T0 = datetime(2026, 6, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 6, 1, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -37,10 +37,8 @@ def world(tmp_path):
 
 def test_lock_is_exclusive_and_names_the_holder(tmp_path):
     lock = tmp_path / "reconcile.lock"
-    with exclusive_lock(lock):
-        with pytest.raises(Busy, match="another cdsops reconcile is running"):
-            with exclusive_lock(lock):
-                pass
+    with exclusive_lock(lock), pytest.raises(Busy, match="another cdsops reconcile is running"), exclusive_lock(lock):
+        pass
     with exclusive_lock(lock):  # released
         pass
 

@@ -6,10 +6,11 @@ import argparse
 import os
 import sys
 import traceback
+from collections.abc import Sequence
 from types import ModuleType
-from typing import Sequence
 
 from ..errors import CdsopsError
+from ..events import cli as events
 from ..service import SourceError
 from . import plan, reconcile, roster, support
 from .common import Parser
@@ -17,7 +18,7 @@ from .common import Parser
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 # Every command module, in the order of `cdsops --help`; each has register(subparsers).
-COMMANDS: tuple[ModuleType, ...] = (roster, plan, support, reconcile)
+COMMANDS: tuple[ModuleType, ...] = (roster, plan, support, reconcile, events)
 
 # Errors of modules that do not derive from CdsopsError yet (sources.py): also one plain line.
 _PLAIN_ERRORS: tuple[type[Exception], ...] = (CdsopsError, SourceError)

@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import IO
 
 __all__ = ["OUTCOMES", "AuditLog"]
@@ -32,7 +32,7 @@ class AuditLog:
         if outcome not in OUTCOMES:
             raise ValueError(f"unknown audit outcome {outcome!r}")
         record: dict[str, object] = {
-            "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "ts": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "event": "signin",
             "outcome": outcome,
             "pid": os.getpid(),

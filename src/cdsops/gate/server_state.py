@@ -24,7 +24,7 @@ import json
 import os
 import re
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .session import SID_RE
 
@@ -165,7 +165,7 @@ class SubjectBindings:
         return doc
 
     def _write(self, username: str, subject: str, now: float, *, replace: bool) -> None:
-        when = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        when = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         doc = {"format": BINDING_FORMAT, "subject": subject, "key_id": self.key_id, "bound_at": when}
         fd, tmp = tempfile.mkstemp(prefix=".bind-", dir=self.directory)
         try:

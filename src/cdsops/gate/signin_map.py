@@ -18,9 +18,10 @@ import json
 import os
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Callable, NamedTuple
+from datetime import UTC, datetime
+from typing import NamedTuple
 
 __all__ = ["FORMAT", "MapError", "Entry", "SigninMap", "MapWatcher", "parse_map", "decide"]
 
@@ -44,7 +45,7 @@ class SigninMap:
     expired: frozenset[str]
 
     @classmethod
-    def empty(cls) -> "SigninMap":
+    def empty(cls) -> SigninMap:
         return cls({}, frozenset())
 
     def __len__(self) -> int:
@@ -58,7 +59,7 @@ def _parse_time(value: object, where: str) -> float:
         when = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise MapError(f"{where}: ready_at {value!r} is not an ISO 8601 time") from None
-    if when.tzinfo is None or when.utcoffset() != timezone.utc.utcoffset(None):
+    if when.tzinfo is None or when.utcoffset() != UTC.utcoffset(None):
         raise MapError(f"{where}: ready_at must be in UTC")
     return when.timestamp()
 

@@ -9,7 +9,7 @@ import os
 import re
 import secrets
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -66,7 +66,7 @@ def _page(outcome: str, *, email: str | None = None, ready_at: float | None = No
     cfg = _gate().cfg
     ready_text = None
     if ready_at is not None:
-        ready_text = datetime.fromtimestamp(ready_at, timezone.utc).strftime("%H:%M UTC")
+        ready_text = datetime.fromtimestamp(ready_at, UTC).strftime("%H:%M UTC")
     status, html = render(outcome, course=cfg.course_name, registration_url=cfg.registration_url,
                           login_url=LOGIN_URL, signed_in_as=email, ready_at_text=ready_text,
                           support_contact=cfg.support_contact)

@@ -19,12 +19,12 @@ import email.utils
 import logging
 import re
 import smtplib
-import socket
 import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from cdsops.identity import InvalidEmail, canonicalize
 from cdsops.providers.base import EmailMessage, NotificationKey, ProviderError
@@ -236,9 +236,10 @@ class SendGridEmailProvider:
         self.backoff = backoff or Backoff(base=1.0, cap=30.0, max_attempts=5)
 
     def send(self, message: EmailMessage) -> None:
+        import urllib.error
+
         from python_http_client.exceptions import HTTPError as SGHTTPError
         from sendgrid.helpers.mail import CustomArg, Mail
-        import urllib.error
 
         _check_recipient(message.to)
         mail = Mail(from_email=self.sender, to_emails=message.to, subject=message.subject,
@@ -258,7 +259,7 @@ class SendGridEmailProvider:
                 if not isinstance(exc.reason, ConnectionRefusedError):
                     raise DeliveryUncertain(f"SendGrid connection failed while sending ({type(exc.reason).__name__})") from None
                 err = "connection refused"
-            except (socket.timeout, TimeoutError):
+            except TimeoutError:
                 raise DeliveryUncertain("SendGrid did not answer in time; the message may have been accepted") from None
             else:
                 if resp.status_code not in (200, 202):
@@ -288,7 +289,7 @@ CREATE TABLE IF NOT EXISTS notifications (
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class DuckDBLedger:
@@ -309,7 +310,7 @@ class DuckDBLedger:
         if self._own:
             self.con.close()
 
-    def __enter__(self) -> "DuckDBLedger":
+    def __enter__(self) -> DuckDBLedger:
         return self
 
     def __exit__(self, *exc: object) -> None:

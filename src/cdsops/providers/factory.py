@@ -29,7 +29,8 @@ Production::
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from cdsops.config import Config, ConfigError
 

@@ -16,7 +16,8 @@ https://cloud.google.com/bigquery/docs/data-manipulation-language#dml-limitation
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from cdsops.providers.base import NotificationKey, ProviderError
 
@@ -64,7 +65,7 @@ class BigQueryLedger:
     def close(self) -> None:
         self.client.close()
 
-    def __enter__(self) -> "BigQueryLedger":
+    def __enter__(self) -> BigQueryLedger:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -15,8 +15,8 @@ import hashlib
 import os
 import shutil
 import stat
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from cdsops.providers.base import AccessChange, AccessReport, ProviderError, SyncReport
 

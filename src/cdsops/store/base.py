@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import abc
 import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from ..config import Config
 from ..errors import CdsopsError

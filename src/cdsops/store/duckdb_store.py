@@ -17,16 +17,26 @@ import json
 import os
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 from ..config import Config
 from ..registrations import Registration
 from ..roster import Profile, RosterBase, Student, SyncOutcome
 from ..roster import sync as roster_sync
 from ..times import as_utc, format_iso
-from .base import STUDENT_COLUMNS, ChangeRecord, Notified, RosterStore, Snapshot, StoreError, change_from_row, student_from_row
+from .base import (
+    STUDENT_COLUMNS,
+    ChangeRecord,
+    Notified,
+    RosterStore,
+    Snapshot,
+    StoreError,
+    change_from_row,
+    student_from_row,
+)
 
 __all__ = ["DuckDBStore"]
 
@@ -334,7 +344,7 @@ class DuckDBStore(RosterStore):
         pass
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 # Bulk writes go through a staged CSV that DuckDB reads natively: fast, and it needs
 # neither pandas nor pyarrow (whose imports alone would cost ~70 MB of memory).

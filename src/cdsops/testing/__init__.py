@@ -6,8 +6,15 @@
 - :mod:`cdsops.testing.registrations`: write a registration CSV (``write_registrations``).
 """
 
-from .bqemulator import (BigQueryEmulator, EmulatorError, bigquery_client, emulator_fixture, free_port, new_dataset,
-                         running_emulator)
+from .bqemulator import (
+                         BigQueryEmulator,
+                         EmulatorError,
+                         bigquery_client,
+                         emulator_fixture,
+                         free_port,
+                         new_dataset,
+                         running_emulator,
+)
 from .registrations import write_registrations
 
 __all__ = ["BigQueryEmulator", "EmulatorError", "bigquery_client", "emulator_fixture", "free_port", "new_dataset",

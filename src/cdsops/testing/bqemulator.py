@@ -35,8 +35,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 __all__ = ["BigQueryEmulator", "EmulatorError", "bigquery_client", "emulator_fixture", "free_port", "running_emulator"]
 
@@ -87,7 +88,7 @@ class BigQueryEmulator:
         """Process id of the running emulator (None when stopped)."""
         return self._proc.pid if self._proc is not None else None
 
-    def start(self) -> "BigQueryEmulator":
+    def start(self) -> BigQueryEmulator:
         if self._proc is not None:
             return self
         last = ""
@@ -105,7 +106,7 @@ class BigQueryEmulator:
 
     def _spawn(self, port: int) -> None:
         self._workdir = tempfile.mkdtemp(prefix="cdsops-bqemu-")
-        self._log = open(os.path.join(self._workdir, "bqemulator.log"), "w+b")
+        self._log = open(os.path.join(self._workdir, "bqemulator.log"), "w+b")  # noqa: SIM115  the handle must outlive this statement (held lock or stream)
         env = dict(os.environ)
         env.pop("BIGQUERY_EMULATOR_HOST", None)
         env["TMPDIR"] = self._workdir  # its upload spool (bqemu_uploads/) goes away with the workdir
@@ -168,7 +169,7 @@ class BigQueryEmulator:
             self._workdir = None
         self.port = None
 
-    def __enter__(self) -> "BigQueryEmulator":
+    def __enter__(self) -> BigQueryEmulator:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable, Sequence
 
 COLUMNS = ("submitted_at", "email", "full_name", "city", "country", "agreed_dua", "agreed_terms")
 

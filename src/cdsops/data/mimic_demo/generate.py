@@ -120,7 +120,7 @@ def generate() -> dict[str, list[list[object]]]:
             for seq, (code, _title, _w) in enumerate(codes, start=1):
                 rows["diagnoses_icd"].append([subject_id, hadm_id, seq, code, 10])
             for itemid, _label, _fluid, _cat, unit, lo, hi, mean, sd in LABS:
-                for k in range(rng.randint(1, 3)):
+                for _k in range(rng.randint(1, 3)):
                     when = admit + timedelta(hours=rng.randrange(days * 24))
                     value = round(max(0.1, rng.gauss(mean, sd)), 1)
                     flag = "abnormal" if value < lo or value > hi else ""
