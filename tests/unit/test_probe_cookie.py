@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from cdsops.gate.app import GateApp
+from cdsops.gate import SESSION_COOKIE
+from cdsops.gate.context import Gate
+from cdsops.gate.server_state import RevokedSessions
 from cdsops.gate.session import derive_key
 from cdsops.gate.signin_map import MapWatcher
 from cdsops.identity import canonicalize, identity_hash
@@ -36,8 +38,11 @@ def mint(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, check=False)
 
 
-def gate(map_file: Path, now: float) -> GateApp:
-    return GateApp(None, None, MapWatcher(str(map_file)), derive_key(COOKIE_KEY, "session"), lambda: now)  # type: ignore[arg-type]  # no Flask needed for the auth check
+def gate(map_file: Path, now: float) -> Gate:
+    """The gate's own decision (no Flask or OIDC client needed for it)."""
+    return Gate(cfg=None, oidc=None, cookie_key=derive_key(COOKIE_KEY, "session"), hash_key=HASH_KEY,  # type: ignore[arg-type]  # only the session check runs
+                watcher=MapWatcher(str(map_file)), revoked=RevokedSessions(str(map_file.parent / "state")),
+                subjects=None, audit=None, clock=lambda: now)
 
 
 @pytest.fixture()
@@ -48,17 +53,17 @@ def probe_hash() -> str:
 def test_the_gate_accepts_the_probe_cookie_while_the_probe_is_active(tmp_path, probe_hash):
     result = mint(tmp_path, "--identity", PROBE, "--username", "s000317", "--days", "30")
     assert result.returncode == 0, result.stderr
-    cookie = "cdsops_session=" + result.stdout.strip()
+    cookie = f"{SESSION_COOKIE}=" + result.stdout.strip()
     map_file = tmp_path / "map.json"
     write_map(map_file, [(probe_hash, "s000317")])
-    assert gate(map_file, time.time()).check_session(cookie) == "s000317"
-    assert gate(map_file, time.time() + 29 * 86400).check_session(cookie) == "s000317"
+    assert gate(map_file, time.time()).current_session(cookie).username == "s000317"
+    assert gate(map_file, time.time() + 29 * 86400).current_session(cookie).username == "s000317"
     # expired cookie, probe gone from the map, probe mapped to another username: refused
-    assert gate(map_file, time.time() + 31 * 86400).check_session(cookie) is None
+    assert gate(map_file, time.time() + 31 * 86400).current_session(cookie) is None
     write_map(map_file, [])
-    assert gate(map_file, time.time()).check_session(cookie) is None
+    assert gate(map_file, time.time()).current_session(cookie) is None
     write_map(map_file, [(probe_hash, "s000318")])
-    assert gate(map_file, time.time()).check_session(cookie) is None
+    assert gate(map_file, time.time()).current_session(cookie) is None
 
 
 def test_bad_input_is_refused_with_a_reason(tmp_path):
