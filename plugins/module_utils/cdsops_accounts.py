@@ -42,8 +42,10 @@ import time
 
 try:  # inside an Ansible module
     from ansible.module_utils import cdsops_etc as etc
+    from ansible.module_utils import cdsops_kill
 except ImportError:  # tests and the cdsops package load it from plugins/module_utils
     import cdsops_etc as etc  # type: ignore
+    import cdsops_kill  # type: ignore
 
 __all__ = ["AccountsError", "plan_changes", "apply", "EXPIRED_FIELD"]
 
@@ -362,6 +364,9 @@ def apply(root, accounts, uid_min, uid_max, name_pattern, shell="/bin/bash", hom
                 running[uid] = running.get(uid, 0) + 1
         else:
             running = terminate(expired, grace=terminate_grace, proc=proc)
+            if root == "/" and expired:  # the managed system itself: what a /proc scan cannot catch
+                for uid, count in cdsops_kill.kill_uid_processes(expired).items():
+                    running.setdefault(uid, count)
         for uid in sorted(running):
             session_changes.append({"kind": "session.terminated", "username": expired[uid], "uid": uid,
                                     "before": {"processes": running[uid]}, "after": {"processes": 0}})
