@@ -32,6 +32,7 @@ def _load(name):
 
 
 etc = _load("cdsops_etc")
+_load("cdsops_kill")  # imported by cdsops_accounts
 acc = _load("cdsops_accounts")
 rec = _load("cdsops_reconcile")
 
