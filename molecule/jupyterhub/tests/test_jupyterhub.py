@@ -109,8 +109,8 @@ def test_file_is_private_to_the_student(host, s1_ready):
 def test_forged_username_header_never_reaches_the_hub(host, s1_ready):
     # no gate session, a forged header: the gate's login, never the hub
     anon = browser(host, "-", "GET", "/hub/api/user", "X-RStudio-Username: s000001")
-    assert "/_cdsops/" in anon["url"] or anon["status"] in (401, 403, 502), anon
-    assert '"name"' not in anon["body"]
+    assert "/hub/" not in anon["url"].split("?")[0], anon  # sent to the gate's sign-in instead
+    assert '"s000001"' not in anon["body"]
     # s000002's gate session and a forged header naming s000001: the hub sees s000002
     forged = browser(host, "-", "GET", "/hub/api/user", "X-RStudio-Username: s000001", gate_user="s000002")
     assert forged["status"] == 200 and json.loads(forged["body"])["name"] == "s000002", forged
