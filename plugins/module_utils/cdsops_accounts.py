@@ -27,8 +27,10 @@ Running processes: locking an account stops new logins, but a process that is al
 running keeps its credentials, the data group among them (supplementary groups are fixed
 when a process starts). So after the files are written, every process whose uid is an
 expired account's (an R session, a job left running) gets SIGTERM, SIGKILL after a grace
-period. This runs on every apply, not only when the lock is new, so a run interrupted
-between the lock and the kill is completed by the next one.
+period; then cdsops_kill ends, as the uid itself with kill(-1, SIGKILL), whatever a /proc
+scan cannot catch (a process that forks and exits every few milliseconds). This runs on every
+apply, not only when the lock is new, so a run interrupted between the lock and the kill is
+completed by the next one.
 """
 
 from __future__ import absolute_import, division, print_function

@@ -45,7 +45,12 @@ if [[ $(podman container inspect -f '{{.State.Running}}' "$NAME" 2>/dev/null || 
     -p "127.0.0.1:$PORT:443" -p "127.0.0.1:$IDP_PORT:$IDP_PORT" \
     "$IMAGE" /usr/local/sbin/cdsops-cgroup-rw-init >/dev/null || die "podman run failed"
 fi
-state=$(podman exec "$NAME" systemctl is-system-running --wait 2>/dev/null || true)
+state=
+for _ in $(seq 1 120); do
+  state=$(podman exec "$NAME" systemctl is-system-running 2>/dev/null || true)
+  [[ $state == running || $state == degraded ]] && break
+  sleep 0.5
+done
 [[ $state == running || $state == degraded ]] || die "systemd in $NAME did not boot (state: ${state:-none})"
 
 # The machine's local CAs (e.g. a TLS-intercepting egress proxy's), for pip and npm inside.
