@@ -67,6 +67,7 @@ compute:
     $NAME:
       ansible_connection: containers.podman.podman
       ansible_python_interpreter: /usr/bin/python3
+      ansible_become: false   # podman exec is root already (the image has no sudo)
 INV
 echo "-- build it: ansible-playbook playbooks/compute.yml (ide=jupyter; log: $DEMO/compute.log)"
 start=$(date +%s)

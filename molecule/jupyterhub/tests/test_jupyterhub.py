@@ -70,7 +70,7 @@ def s1_ready(host):
 def test_hub_listens_on_loopback_only(host):
     assert host.service("cdsops-jupyterhub").is_running
     listening = host.check_output("ss -Htln")
-    for port in (8000, 8001, 8081, 8010):
+    for port in (8000, 8001, 8081, 8010):  # proxy, proxy API, hub, check server
         assert f"127.0.0.1:{port}" in listening
         assert f"0.0.0.0:{port}" not in listening and f"*:{port}" not in listening
 
@@ -127,14 +127,26 @@ def test_downloads_are_refused(host, s1_ready):
 
 
 def test_expired_account_gets_no_server_even_with_the_header(host):
-    # straight to the hub's proxy as root (student uids cannot reach it): the hub refuses
+    # straight to the hub's proxy as root with nginx's secret: the hub still refuses
+    secret = host.check_output("cat /etc/cdsops-jupyterhub/proxy-secret")
     cmd = host.run("python3 -c \"import urllib.request as u, urllib.error as e\n"
-                   "r=u.Request('http://127.0.0.1:8000/hub/login', headers={'X-RStudio-Username': 's000003'})\n"
+                   "r=u.Request('http://127.0.0.1:8000/hub/login', headers={'X-RStudio-Username': 's000003', "
+                   f"'X-Cdsops-Proxy-Secret': '{secret}'}})\n"
                    "try: print(u.urlopen(r, timeout=20).status)\nexcept e.HTTPError as x: print(x.code)\"")
     assert cmd.stdout.strip() == "403", cmd.stdout + cmd.stderr
 
 
-@pytest.mark.parametrize("port", [8000, 8001, 8081, 8010])
+def test_direct_login_on_the_hub_api_port_is_refused(host):
+    """The hub's own port stays reachable (students' servers report to it), but a login by
+    header there lacks nginx's secret: refused even for a real, active student's name."""
+    probe = ("import urllib.request as u, urllib.error as e\n"
+             "r=u.Request('http://127.0.0.1:8081/hub/login', headers={'X-RStudio-Username': 's000001'})\n"
+             "try: print(u.urlopen(r, timeout=20).status)\nexcept e.HTTPError as x: print(x.code)")
+    cmd = host.run(f"runuser -u s000002 -- python3 -c \"{probe}\"")
+    assert cmd.stdout.strip() == "403", cmd.stdout + cmd.stderr
+
+
+@pytest.mark.parametrize("port", [8000, 8001, 8010])
 def test_student_uid_cannot_connect_to_the_hub_ports(host, port):
     probe = (f"import socket; s=socket.create_connection(('127.0.0.1', {port}), timeout=5); "
              "s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n'); print(len(s.recv(100)))")

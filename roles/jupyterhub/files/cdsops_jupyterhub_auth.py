@@ -1,7 +1,8 @@
 """The hub's side of the open IDE profile: trust only the sign-in gate.
 
 nginx asks the gate about every request (auth_request) and passes the username it vouches
-for in one header, replacing any copy the client sent. ``GateHeaderAuthenticator`` reads that
+for in one header, replacing any copy the client sent, plus a secret only nginx and the hub
+know (so a student's code connecting to the hub's port directly cannot log in by header). ``GateHeaderAuthenticator`` reads that
 header on login and re-checks it on every request (``auth_refresh_age = 1``): when it names
 someone else (or nobody), the hub's own cookie stops counting. Only existing Linux accounts in
 the student uid range whose shadow entry is not expired get a server; the hub creates no user.
@@ -9,6 +10,7 @@ the student uid range whose shadow entry is not expired get a server; the hub cr
 
 from __future__ import annotations
 
+import hmac
 import pwd
 import re
 
@@ -19,6 +21,7 @@ from cdsops_jupyter_journal import now_iso, send
 
 USERNAME_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}\Z")
 SHADOW = "/etc/shadow"
+PROXY_SECRET_HEADER = "X-Cdsops-Proxy-Secret"
 
 
 def account_expired(username: str, shadow_path: str = SHADOW) -> bool:
@@ -38,10 +41,16 @@ class GateHeaderAuthenticator(Authenticator):
     """Sign-in is the gate's: the username comes from the header nginx sets, nothing else."""
 
     header_name = Unicode("X-RStudio-Username", config=True, help="Header nginx fills from the gate.")
+    proxy_secret = Unicode("", config=True, help="Value of X-Cdsops-Proxy-Secret nginx adds; required.")
     uid_min = Integer(200001, config=True, help="Lowest student uid.")
     uid_max = Integer(1199999, config=True, help="Highest student uid.")
 
     def header_user(self, handler) -> str | None:
+        """The username nginx vouches for; None without nginx's secret (a direct connection to
+        the hub's port, which students' servers must reach, cannot log anyone in)."""
+        secret = handler.request.headers.get(PROXY_SECRET_HEADER) or ""
+        if not self.proxy_secret or not hmac.compare_digest(secret.encode(), self.proxy_secret.encode()):
+            return None
         name = (handler.request.headers.get(self.header_name) or "").strip()
         return name if USERNAME_RE.match(name) else None
 
