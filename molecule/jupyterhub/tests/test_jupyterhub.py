@@ -4,7 +4,7 @@ A student's browser is molecule/jupyterhub/tests/hubclient.py, run inside the co
 the hub's venv python against https://127.0.0.1 (the real nginx, gate, hub, proxy and
 servers). Its only credential is the gate's session cookie, signed here with the scenario's
 throwaway cookie key exactly as the gate signs it after a sign-in (the OIDC flow itself is
-covered by tests/e2e/test_browser_ide.py).
+covered by molecule/jupyterhub/tests/test_browser.py).
 """
 
 from __future__ import annotations
