@@ -32,12 +32,15 @@ class Browser:
                 0, "cdsops_session", gate_cookie, None, False, "127.0.0.1", False, False, "/", True,
                 True, None, True, None, None, {}))
 
-    def xsrf(self):
-        return next((c.value for c in self.jar if c.name == "_xsrf"), "")
+    def xsrf(self, path="/"):
+        """The _xsrf cookie a browser would send with ``path`` (the hub's and each server's
+        have their own paths): the one with the longest matching path."""
+        matching = [c for c in self.jar if c.name == "_xsrf" and path.startswith(c.path)]
+        return max(matching, key=lambda c: len(c.path)).value if matching else ""
 
     def request(self, method, path, body=None, headers=None):
         data = json.dumps(body).encode() if body is not None else None
-        hdrs = {"X-XSRFToken": self.xsrf(), "Content-Type": "application/json"}
+        hdrs = {"X-XSRFToken": self.xsrf(path), "Content-Type": "application/json"}
         hdrs.update(headers or {})
         req = urllib.request.Request(BASE + path, data=data, method=method, headers=hdrs)
         try:
