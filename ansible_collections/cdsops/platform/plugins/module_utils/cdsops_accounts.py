@@ -27,8 +27,10 @@ Running processes: locking an account stops new logins, but a process that is al
 running keeps its credentials, the data group among them (supplementary groups are fixed
 when a process starts). So after the files are written, every process whose uid is an
 expired account's (an R session, a job left running) gets SIGTERM, SIGKILL after a grace
-period. This runs on every apply, not only when the lock is new, so a run interrupted
-between the lock and the kill is completed by the next one.
+period; then cdsops_kill ends, as the uid itself with kill(-1, SIGKILL), whatever a /proc
+scan cannot catch (a process that forks and exits every few milliseconds). This runs on every
+apply, not only when the lock is new, so a run interrupted between the lock and the kill is
+completed by the next one.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -41,6 +43,7 @@ import stat
 import time
 
 from ansible_collections.cdsops.platform.plugins.module_utils import cdsops_etc as etc
+from ansible_collections.cdsops.platform.plugins.module_utils import cdsops_kill
 
 __all__ = ["AccountsError", "plan_changes", "apply", "EXPIRED_FIELD"]
 
@@ -382,6 +385,9 @@ def apply(root, accounts, uid_min, uid_max, name_pattern, shell="/bin/bash", hom
                 running[uid] = running.get(uid, 0) + 1
         else:
             running = terminate(expired, grace=terminate_grace, proc=proc)
+            if root == "/" and expired:  # the managed system itself: what a /proc scan cannot catch
+                for uid, count in cdsops_kill.kill_uid_processes(expired).items():
+                    running.setdefault(uid, count)
         for uid in sorted(running):
             session_changes.append({"kind": "session.terminated", "username": expired[uid], "uid": uid,
                                     "before": {"processes": running[uid]}, "after": {"processes": 0}})
