@@ -63,7 +63,7 @@ def _helper(uids):
         os.setgroups([])
         for uid in uids:
             os.setresuid(uid, uid, 0)
-            for _ in range(KILLS_PER_UID):
+            for _round in range(KILLS_PER_UID):
                 try:
                     os.kill(-1, signal.SIGKILL)
                 except OSError:
@@ -78,7 +78,7 @@ def _run_helper(uids):
     pid = os.fork()
     if pid == 0:
         _helper(uids)
-    _, status = os.waitpid(pid, 0)
+    status = os.waitpid(pid, 0)[1]
     if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 5:
         raise KillError("cannot take uid(s) %s to end their processes (not root?)" % sorted(uids))
 
