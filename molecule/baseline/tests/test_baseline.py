@@ -7,6 +7,7 @@ from an address that is not in the admin networks (192.0.2.0/24, 2001:db8::/32).
 
 from __future__ import annotations
 
+import re
 import json
 import socket
 import subprocess
@@ -305,7 +306,8 @@ def test_a_students_session_creates_private_files(host, student):
 
 def test_no_core_dumps(host, student):
     assert host.run(f"su -l {student} -c 'ulimit -c'").stdout.strip() == "0"
-    assert "*\thard\tcore\t0" in host.file("/etc/security/limits.d/60-cdsops-no-core.conf").content_string
+    conf = host.file("/etc/security/limits.d/60-cdsops-no-core.conf").content_string
+    assert re.search(r"^\*\s+hard\s+core\s+0$", conf, re.M), conf
     conf = host.file("/etc/systemd/coredump.conf.d/60-cdsops.conf").content_string
     assert "Storage=none" in conf and "ProcessSizeMax=0" in conf
 

@@ -168,7 +168,8 @@ def _student_connect(host) -> str:
 
 
 def _guard_metric(host) -> str:
-    host.run_expect([0], "systemctl start cdsops-host-metrics.service")
+    # the tests start it many times in a row: past systemd's start limit it would refuse
+    host.run_expect([0], "systemctl reset-failed cdsops-host-metrics.service; systemctl start cdsops-host-metrics.service")
     prom = host.file("/var/lib/prometheus/node-exporter/cdsops_ide_guard.prom").content_string
     return next(l for l in prom.splitlines() if l.startswith("cdsops_ide_guard_present "))
 
@@ -433,6 +434,9 @@ def test_site_with_the_signin_gate_snippets_passes_nginx_t(host):
             _render(os.path.join(gate, "templates", "cdsops-gate-server.conf.j2"), theirs),
         "/etc/nginx/snippets/cdsops-gate-protect.conf":
             _render(os.path.join(gate, "templates", "cdsops-gate-protect.conf.j2"), theirs),
+        # the gate's rate-limit zones (http level, conf.d: the site check includes conf.d/*.conf)
+        "/etc/nginx/conf.d/cdsops-gate-limits.conf":
+            _render(os.path.join(gate, "templates", "cdsops-gate-limits.conf.j2"), theirs),
         "/tmp/cdsops-gate-site.conf": site,
     }
     assert "proxy_set_header X-RStudio-Username" in files["/etc/nginx/snippets/cdsops-gate-protect.conf"]
