@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-__all__ = ["UTC", "utcnow", "as_utc", "naive_utc", "parse_iso", "parse_iso_or_none", "format_iso", "iso", "compact_stamp"]
+__all__ = [
+    "UTC", "utcnow", "naive_utcnow", "from_epoch", "as_utc", "naive_utc", "parse_iso", "parse_iso_or_none",
+    "parse_iso_lenient", "format_iso", "iso", "compact_stamp",
+]
 
 UTC = UTC
 
@@ -17,6 +20,16 @@ UTC = UTC
 def utcnow() -> datetime:
     """The current time, aware UTC."""
     return datetime.now(UTC)
+
+
+def naive_utcnow() -> datetime:
+    """The current time as naive UTC (what a ``TIMESTAMP`` column holds)."""
+    return naive_utc(utcnow())
+
+
+def from_epoch(seconds: float) -> datetime:
+    """A POSIX timestamp as aware UTC."""
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 def as_utc(dt: datetime) -> datetime:
@@ -40,14 +53,26 @@ def parse_iso(text: str) -> datetime:
     return as_utc(datetime.fromisoformat(value))
 
 
+def parse_iso_lenient(text: object) -> datetime | None:
+    """:func:`parse_iso` for untrusted input (log lines): ``None`` when ``text`` is not a
+    non-empty string holding an ISO 8601 time, never an exception."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return parse_iso(text)
+    except ValueError:
+        return None
+
+
 def parse_iso_or_none(text: str | None) -> datetime | None:
     """:func:`parse_iso`, with ``None`` for an empty or missing value."""
     return parse_iso(text) if text else None
 
 
-def format_iso(dt: datetime) -> str:
-    """``dt`` (naive = UTC) as ISO 8601 UTC with a ``Z``."""
-    return as_utc(dt).isoformat().replace("+00:00", "Z")
+def format_iso(dt: datetime, timespec: str = "auto") -> str:
+    """``dt`` (naive = UTC) as ISO 8601 UTC with a ``Z``; ``timespec`` as for
+    :meth:`datetime.isoformat` (``"seconds"``, ``"milliseconds"``, ...)."""
+    return as_utc(dt).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def iso(dt: datetime | None) -> str | None:

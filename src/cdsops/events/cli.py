@@ -10,8 +10,10 @@ import argparse
 import json
 import os
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
+
+from ..times import utcnow
 
 __all__ = ["register", "cmd_events_ingest", "cmd_whois", "cmd_report"]
 
@@ -51,7 +53,7 @@ def cmd_events_ingest(args: argparse.Namespace) -> int:
     from .ingest import DEFAULT_RETENTION_DAYS, ingest, write_textfile
     from .store import open_events
 
-    now = datetime.now(UTC)
+    now = utcnow()
     textfile = args.textfile_dir
     try:
         cfg, section, roster = _settings(args)
@@ -79,7 +81,7 @@ def cmd_whois(args: argparse.Namespace) -> int:
 
     try:
         _, _, roster = _settings(args)
-        now = _time(args.now, "--now") or datetime.now(UTC)
+        now = _time(args.now, "--now") or utcnow()
         store = open_store(roster)
         student = find_student(store.load().students, args.who)
         if student is None:

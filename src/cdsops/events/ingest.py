@@ -27,11 +27,12 @@ import subprocess
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from ..config import Config
 from ..store import StoreError
+from ..times import format_iso, from_epoch, parse_iso, parse_iso_or_none, utcnow
 from .model import Event
 from .parse import SENDER_UID, ParseCounts, parse_lines
 from .store import EventStore
@@ -47,7 +48,7 @@ def _audit_log_events(store: EventStore, source: str, identities: Mapping[str, t
     from .bigquery_events import overlap, read_audit_log
 
     mark = store.get_meta(_WATERMARK_KEY + source)
-    since = datetime.fromisoformat(mark) if mark else None
+    since = parse_iso_or_none(mark)
     return read_audit_log(source, identities, overlap(since), counts)
 
 
@@ -160,7 +161,7 @@ def _counted(events: Iterable[Event], summary: IngestSummary) -> Iterator[Event]
             newest = e.at
         yield e
     if newest is not None:
-        summary.newest = newest.isoformat().replace("+00:00", "Z")
+        summary.newest = format_iso(newest)
 
 
 def ingest(
@@ -176,7 +177,7 @@ def ingest(
 ) -> IngestSummary:
     """Read ``source``, add its events, enforce retention; returns the summary."""
     t0 = time.monotonic()
-    now = now or datetime.now(UTC)
+    now = now or utcnow()
     if retention_days < 1:
         raise StoreError("retention_days must be at least 1")
     summary = IngestSummary(source)
@@ -196,7 +197,7 @@ def ingest(
         events_store.set_meta(cursor_key, counts.last_cursor)
     _remember(events_store, summary, counts)
     if counts.last_time is not None:
-        events_store.set_meta(_WATERMARK_KEY + source, counts.last_time.isoformat())
+        events_store.set_meta(_WATERMARK_KEY + source, format_iso(counts.last_time))
     summary.purged = events_store.purge(now - timedelta(days=retention_days))
     summary.duration_s = round(time.monotonic() - t0, 3)
     return summary
@@ -216,7 +217,7 @@ def _remember(store: EventStore, summary: IngestSummary, counts: ParseCounts) ->
     if summary.refused or counts.hosts:
         store.set_meta("totals", json.dumps(totals, sort_keys=True))
     summary.refused = dict(totals["refused"])
-    summary.hosts = {h: datetime.fromtimestamp(t, tz=UTC).isoformat().replace("+00:00", "Z") for h, t in totals["hosts"].items()}
+    summary.hosts = {h: format_iso(from_epoch(t)) for h, t in totals["hosts"].items()}
 
 
 def _label(value: str) -> str:
@@ -249,7 +250,7 @@ def write_textfile(directory: str, summary: IngestSummary | None, now: datetime,
         lines += ["# HELP cdsops_events_host_last_entry_timestamp_seconds Newest journal entry received from each host.",
                   "# TYPE cdsops_events_host_last_entry_timestamp_seconds gauge"]
         lines += [f'cdsops_events_host_last_entry_timestamp_seconds{{host="{_label(h)}"}} '
-                  f"{datetime.fromisoformat(t.replace('Z', '+00:00')).timestamp():.3f}" for h, t in sorted(summary.hosts.items())]
+                  f"{parse_iso(t).timestamp():.3f}" for h, t in sorted(summary.hosts.items())]
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, "cdsops_events.prom")
     tmp = path + f".{os.getpid()}.tmp"

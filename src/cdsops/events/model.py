@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-__all__ = ["KINDS", "Event", "USERNAME_RE", "iso_z", "DETAIL_LIMIT"]
+from ..times import format_iso
+
+__all__ = ["KINDS", "Event", "USERNAME_RE", "DETAIL_LIMIT"]
 
 KINDS = (
     "signin.allowed",
@@ -41,7 +43,7 @@ class Event:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "at": iso_z(self.at),
+            "at": format_iso(self.at),
             "host": self.host,
             "kind": self.kind,
             "username": self.username,
@@ -49,12 +51,6 @@ class Event:
             "detail": self.detail,
         }
 
-
-def iso_z(dt: datetime) -> str:
-    """An aware or naive-UTC time as ISO 8601 with ``Z``."""
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 # The kinds that count as a student's activity (the report's and whois' queries).
 ACTIVITY_KINDS = ("signin.allowed", "command", "code", "data.read", "session.start")

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from ..times import parse_iso_lenient
 from .model import DETAIL_LIMIT, USERNAME_RE, Event
 
 __all__ = ["ParseCounts", "parse_lines", "parse_audit_fields", "AUDIT_KEYS", "SENDER_UID"]
@@ -275,13 +276,7 @@ def _app_event(ident: str, rec: dict, host: str, key: str, fallback: datetime) -
 
 
 def _record_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    return parse_iso_lenient(value)
 
 
 def _auditd_line(line: str, counts: ParseCounts, asm: _Assembler, default_host: str) -> Iterator[Event]:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..store import open_store
+from ..times import utcnow
 from .html import render_html
 from .observe import home_sizes, home_summary, prometheus_summary
 from .report import ReportInputs, compute_report
@@ -33,7 +34,7 @@ def run_report(roster: str, section: Mapping[str, Any], start: datetime | None, 
     prom = args.prometheus or section.get("prometheus_url")
     sizes, source = home_sizes(prom, args.home_sizes or section.get("home_sizes"))
     report["home_size_mb"] = home_summary(sizes, {s.username for s in students}, source)
-    now = datetime.now(UTC)
+    now = utcnow()
     if args.now:
         from ..times import parse_iso as parse_iso_time
 

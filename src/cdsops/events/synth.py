@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
+
+from ..times import format_iso
 
 __all__ = ["app_entry", "signin", "code", "session", "audit_exec", "data_read", "dumps", "auditd_lines"]
 
@@ -25,9 +27,6 @@ def _us(at: datetime) -> str:
     return str(int(at.timestamp() * 1_000_000))
 
 
-def _ts(at: datetime) -> str:
-    return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
 
 def app_entry(ident: str, message: dict[str, Any], at: datetime, host: str = "compute", cursor: str | None = None) -> dict[str, Any]:
     return {
@@ -41,7 +40,7 @@ def app_entry(ident: str, message: dict[str, Any], at: datetime, host: str = "co
 
 
 def signin(username: str | None, outcome: str, at: datetime, host: str = "compute", reason: str | None = None) -> dict[str, Any]:
-    msg: dict[str, Any] = {"ts": _ts(at), "event": "signin", "outcome": outcome, "pid": 1}
+    msg: dict[str, Any] = {"ts": format_iso(at, "milliseconds"), "event": "signin", "outcome": outcome, "pid": 1}
     if username:
         msg["username"] = username
     else:
@@ -52,11 +51,12 @@ def signin(username: str | None, outcome: str, at: datetime, host: str = "comput
 
 
 def code(username: str, text: str, at: datetime, host: str = "compute", kernel: str = "ir") -> dict[str, Any]:
-    return app_entry("cdsops-code", {"event": "code", "ts": _ts(at), "username": username, "kernel": kernel, "code": text, "truncated": False}, at, host)
+    msg = {"event": "code", "ts": format_iso(at, "milliseconds"), "username": username, "kernel": kernel, "code": text, "truncated": False}
+    return app_entry("cdsops-code", msg, at, host)
 
 
 def session(username: str, event: str, at: datetime, host: str = "compute", profile: str = "jupyter") -> dict[str, Any]:
-    return app_entry("cdsops-session", {"event": event, "ts": _ts(at), "username": username, "profile": profile}, at, host)
+    return app_entry("cdsops-session", {"event": event, "ts": format_iso(at, "milliseconds"), "username": username, "profile": profile}, at, host)
 
 
 def _audit(rtype: str, text: str, serial: int, at: datetime, host: str) -> dict[str, Any]:

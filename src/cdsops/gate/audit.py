@@ -13,8 +13,9 @@ import json
 import os
 import sys
 import threading
-from datetime import UTC, datetime
 from typing import IO
+
+from ..times import format_iso, utcnow
 
 __all__ = ["OUTCOMES", "AuditLog"]
 
@@ -32,7 +33,7 @@ class AuditLog:
         if outcome not in OUTCOMES:
             raise ValueError(f"unknown audit outcome {outcome!r}")
         record: dict[str, object] = {
-            "ts": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "ts": format_iso(utcnow(), "milliseconds"),
             "event": "signin",
             "outcome": outcome,
             "pid": os.getpid(),

@@ -24,8 +24,8 @@ import json
 import os
 import re
 import tempfile
-from datetime import UTC, datetime
 
+from ..times import format_iso, from_epoch
 from .session import SID_RE
 
 __all__ = ["RevokedSessions", "SubjectBindings", "StateError", "subject_hash", "key_id"]
@@ -165,7 +165,7 @@ class SubjectBindings:
         return doc
 
     def _write(self, username: str, subject: str, now: float, *, replace: bool) -> None:
-        when = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        when = format_iso(from_epoch(now), "seconds")
         doc = {"format": BINDING_FORMAT, "subject": subject, "key_id": self.key_id, "bound_at": when}
         fd, tmp = tempfile.mkstemp(prefix=".bind-", dir=self.directory)
         try:

@@ -22,13 +22,15 @@ import smtplib
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from cdsops.identity import InvalidEmail, canonicalize
 from cdsops.providers.base import EmailMessage, NotificationKey, ProviderError
 from cdsops.providers.retry import Backoff
+
+from ..times import naive_utcnow
 
 __all__ = [
     "KINDS",
@@ -289,7 +291,7 @@ CREATE TABLE IF NOT EXISTS notifications (
 
 
 def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
+    return naive_utcnow()
 
 
 class DuckDBLedger:

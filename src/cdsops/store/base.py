@@ -21,15 +21,9 @@ from ..config import Config
 from ..errors import CdsopsError
 from ..registrations import Registration
 from ..roster import Profile, Student, SyncOutcome
-from ..times import UTC, as_utc, format_iso, naive_utc, parse_iso_or_none
+from ..times import UTC, as_utc, format_iso, parse_iso_or_none
 
 __all__ = ["StoreError", "Snapshot", "RosterStore", "ChangeRecord", "Notified", "student_from_row", "change_from_row"]
-
-# Names kept for the BigQuery store until it imports them from cdsops.times (one helper each).
-utc = as_utc
-format_meta_time = format_iso
-parse_meta_time = parse_iso_or_none
-__all__ += ["utc", "naive_utc", "format_meta_time", "parse_meta_time"]
 
 STUDENT_COLUMNS = (
     "student_id",

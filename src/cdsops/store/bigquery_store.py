@@ -41,6 +41,7 @@ from ..config import Config
 from ..registrations import Registration
 from ..roster import Profile, RosterBase, Student, SyncOutcome
 from ..roster import sync as roster_sync
+from ..times import as_utc, format_iso
 from .base import (
     STUDENT_COLUMNS,
     ChangeRecord,
@@ -48,9 +49,7 @@ from .base import (
     StoreError,
     SyncFn,
     change_from_row,
-    format_meta_time,
     student_from_row,
-    utc,
 )
 
 __all__ = ["BigQueryStore", "revision_of"]
@@ -249,7 +248,7 @@ class BigQueryStore:
             )
         except bq.api_errors() as exc:
             raise self._fail("read", exc, "nothing was read") from None
-        return {int(r[0]): Profile(r[1], r[2], r[3], r[4], r[5], utc(r[6])) for r in rows}
+        return {int(r[0]): Profile(r[1], r[2], r[3], r[4], r[5], as_utc(r[6])) for r in rows}
 
     def changes(self, *, student_id: int | None = None, run_id: str | None = None, limit: int = 1000) -> list[dict]:
         where, params = [], []
@@ -402,12 +401,12 @@ class BigQueryStore:
 
     def _write_students(self, students: Sequence[Student], revision: int, now: datetime) -> bool:
         """The guarded MERGE. True when every row landed, False when the roster moved."""
-        stamp = utc(now)
+        stamp = as_utc(now)
         rows = [
             (
-                s.student_id, s.identity, s.username, s.host, [utc(t) for t in s.agreements],
-                utc(s.first_registered_at), utc(s.last_registered_at), utc(s.expires_at), s.admission,
-                utc(s.admitted_at), stamp,
+                s.student_id, s.identity, s.username, s.host, [as_utc(t) for t in s.agreements],
+                as_utc(s.first_registered_at), as_utc(s.last_registered_at), as_utc(s.expires_at), s.admission,
+                as_utc(s.admitted_at), stamp,
             )
             for s in students
         ]
@@ -453,7 +452,7 @@ class BigQueryStore:
         profiles = [p for p in out.profiles if p.identity in touched]
         records = [ChangeRecord(run_id, now, c.kind, c.student_id, c.username, c.before, c.after) for c in out.changes]
         values = dict(meta)
-        values["last_synced_at"] = format_meta_time(now)
+        values["last_synced_at"] = format_iso(now)
         try:
             if profiles:
                 self._merge_profiles(profiles)
@@ -466,7 +465,7 @@ class BigQueryStore:
             ) from None
 
     def _merge_profiles(self, profiles: Sequence[Profile]) -> None:
-        rows = [(p.identity, p.email, p.full_name, p.city, p.country, utc(p.updated_at)) for p in profiles]
+        rows = [(p.identity, p.email, p.full_name, p.city, p.country, as_utc(p.updated_at)) for p in profiles]
         stage = None
         try:
             source, params, stage = self._rows_source("profiles", PROFILE_SCHEMA, rows)
@@ -488,7 +487,7 @@ class BigQueryStore:
             return
         rows = [
             (
-                r.run_id, utc(r.at), r.kind, r.student_id, r.username,
+                r.run_id, as_utc(r.at), r.kind, r.student_id, r.username,
                 json.dumps(r.before, sort_keys=True) if r.before is not None else None,
                 json.dumps(r.after, sort_keys=True) if r.after is not None else None,
             )

@@ -7,11 +7,13 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 
+from ..times import format_iso
+
 COLUMNS = ("submitted_at", "email", "full_name", "city", "country", "agreed_dua", "agreed_terms")
 
 
 def iso(when: datetime) -> str:
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_iso(when, "seconds")
 
 
 def write_registrations(path: str | Path, rows: Iterable[Sequence[object]]) -> Path:
