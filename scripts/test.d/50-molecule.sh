@@ -7,8 +7,10 @@
 #   CDSOPS_MOLECULE_SCENARIOS="baseline monitoring" make test   # same, through make test
 #   CDSOPS_MOLECULE_SKIP=1 make test               # skip Molecule entirely
 #   MOLECULE_CMD=converge scripts/test.d/50-molecule.sh baseline   # another molecule command
+#   CDSOPS_MOLECULE_JOBS=1 scripts/test.d/50-molecule.sh            # one scenario at a time (default 2)
 #
-# Prints each scenario's duration and exits non-zero if any scenario failed.
+# Prints each scenario's log when it ends, each one's duration, and exits non-zero if any
+# scenario failed.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 if [[ ${CDSOPS_MOLECULE_SKIP:-0} == 1 ]]; then
@@ -42,14 +44,26 @@ else
   done
 fi
 cmd=${MOLECULE_CMD:-test}
-status=0
-summary=()
-for s in "${scenarios[@]}"; do
-  if [[ ! -f molecule/$s/molecule.yml ]]; then
-    echo "molecule: no scenario named '$s' (no molecule/$s/molecule.yml)" >&2
-    status=1; continue
-  fi
-  echo "== molecule $cmd -s $s"
+jobs=${CDSOPS_MOLECULE_JOBS:-2}
+[[ $jobs =~ ^[1-9][0-9]*$ ]] || { echo "molecule: CDSOPS_MOLECULE_JOBS must be a positive integer, not '$jobs'" >&2; exit 2; }
+# Longest first, so the lanes end together (durations measured on a 2-core machine; a scenario
+# not listed here runs after these). Scenarios run in $jobs lanes at once: each has its own
+# container names, ports and apt cache; its output is collected in a file and printed whole
+# when it ends, so logs do not interleave.
+order=(jupyterhub management rstudio_server audit_trail monitoring baseline signin_gate backup)
+queue=()
+for s in "${order[@]}"; do
+  for t in "${scenarios[@]}"; do [[ $t == "$s" ]] && queue+=("$s"); done
+done
+for t in "${scenarios[@]}"; do
+  [[ " ${order[*]} " == *" $t "* ]] || queue+=("$t")
+done
+
+logdir=$(mktemp -d /tmp/cdsops-molecule.XXXXXX)
+trap 'rm -rf "$logdir"' EXIT
+
+run_scenario() {  # $1 = scenario; writes $logdir/$1.log and $logdir/$1.result
+  local s=$1 t0 r
   t0=$(date +%s)
   # time-stamp molecule's phase lines so each phase's duration (converge...) can be read off
   if molecule "$cmd" -s "$s" 2>&1 | while IFS= read -r line; do
@@ -57,11 +71,41 @@ for s in "${scenarios[@]}"; do
          *Executing*|*Executed*) printf '[%s] %s\n' "$(date +%T)" "$line" ;;
          *) printf '%s\n' "$line" ;;
        esac
-     done; then r=ok; else r=FAILED; status=1; fi
-  dt=$(( $(date +%s) - t0 ))
-  summary+=("$(printf '%-16s %-6s %4d s' "$s" "$r" "$dt")")
+     done >"$logdir/$s.log"; then r=ok; else r=FAILED; fi
+  printf '%s %d\n' "$r" "$(( $(date +%s) - t0 ))" >"$logdir/$s.result"
+}
+
+status=0
+summary=()
+report() {  # print a finished scenario's log and record its result
+  local s=$1 r dt
+  read -r r dt <"$logdir/$s.result" || { r=FAILED; dt=0; }
+  echo "== molecule $cmd -s $s"
+  cat "$logdir/$s.log"
   echo "== molecule scenario $s: $r in $dt s"
+  [[ $r == ok ]] || status=1
+  summary+=("$(printf '%-16s %-6s %4d s' "$s" "$r" "$dt")")
+}
+
+t_all=$(date +%s)
+declare -A running=()
+for s in "${queue[@]}"; do
+  if [[ ! -f molecule/$s/molecule.yml ]]; then
+    echo "molecule: no scenario named '$s' (no molecule/$s/molecule.yml)" >&2
+    status=1; continue
+  fi
+  while (( ${#running[@]} >= jobs )); do
+    wait -n -p done_pid || true
+    report "${running[$done_pid]}"; unset "running[$done_pid]"
+  done
+  echo "molecule: [$(date +%T)] start $s"
+  run_scenario "$s" &
+  running[$!]=$s
 done
-echo "== molecule summary"
+while (( ${#running[@]} )); do
+  wait -n -p done_pid || true
+  report "${running[$done_pid]}"; unset "running[$done_pid]"
+done
+echo "== molecule summary ($jobs at a time, $(( $(date +%s) - t_all )) s in all)"
 printf '  %s\n' "${summary[@]}"
 exit $status
