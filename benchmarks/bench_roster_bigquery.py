@@ -6,7 +6,9 @@ BigQuery registrations table (TIMESTAMP ``submitted_at``), then
 - the initial sync into an empty roster dataset;
 - a no-op re-sync of the same rows with ``--full`` (reads the whole source again:
   the embedded benchmark's "no-op re-sync");
-- a no-op re-sync by the watermark (the scheduled case: only the last hour is re-read).
+- a no-op re-sync by the watermark (the scheduled case: only the last hour is re-read);
+- ``cdsops plan`` twice: the first reads the students from BigQuery (and stores the local
+  copy), the second, with nothing changed, takes them from that copy.
 
 Figures are printed, never asserted: wall time and peak RSS of the cdsops process
 (interpreter start and imports included), and the emulator's peak RSS. The emulator
@@ -23,7 +25,9 @@ import argparse
 import io
 import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -35,6 +39,9 @@ sys.path.insert(0, str(HERE.parent / "src"))
 from bench_roster import make_rows, run  # noqa: E402  imported after the sys.path setup that runs it from a checkout
 
 PROJECT = "bench-project"
+#: query jobs of a no-change timer run in production (notifications ledger present): the sync's 4,
+#: each plan's meta and ledger reads (students from the local copy), the last_applied_at MERGE
+RUN_JOBS = 9
 
 
 def load_source(client, dataset: str, rows: list[list[str]]) -> None:
@@ -90,8 +97,21 @@ def bench(emu, client, n: int) -> dict:
     initial = run(base)
     full = run(base + ["--full"])
     incremental = run(base)
+    plan = exe + ["plan", "--roster", roster, "--now", now, "--json"]
+    plan_full, plan_copy = run_quiet(plan), run_quiet(plan)  # the first fills the local copy, the second uses it
     return {"rows": n, "load_s": load_s, "initial": initial, "full": full, "incremental": incremental,
-            "bytes": scan_bytes(client, src_ds)}
+            "plan_full": plan_full, "plan_copy": plan_copy, "bytes": scan_bytes(client, src_ds)}
+
+
+def run_quiet(cmd: list[str]) -> tuple[float, float, float]:
+    """Wall seconds, peak RSS (MB) and CPU seconds of one child whose (large) output is dropped."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"command failed: {' '.join(cmd)}\n{proc.stderr.read() if proc.stderr else ''}")
+    return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
 def scan_bytes(client, dataset: str) -> dict[str, int]:
@@ -115,8 +135,9 @@ def main() -> int:
     args = ap.parse_args()
     from cdsops.testing import bigquery_client, running_emulator
 
-    with running_emulator(project=PROJECT) as emu:
+    with running_emulator(project=PROJECT) as emu, tempfile.TemporaryDirectory() as cache:
         os.environ["CDSOPS_BIGQUERY_ENDPOINT"] = emu.endpoint
+        os.environ["CDSOPS_ROSTER_CACHE_DIR"] = cache  # the plan's local copy of the students
         os.environ.setdefault("CDSOPS_BIGQUERY_TIMEOUT", "1800")
         client = bigquery_client(emu.endpoint, PROJECT)
         results = [bench(emu, client, n) for n in args.rows]
@@ -134,10 +155,19 @@ def main() -> int:
             counts = json.loads(out)
             summary = f"added {counts['added']}, renewed {counts['renewed']}, unchanged {counts['unchanged']}, rejected {len(counts['rejected'])}"
             print(f"  {label}: {wall:6.2f} s wall, {cpu:5.2f} s CPU, peak RSS {rss:4.0f} MB  ({summary})")
+        for key, label in (("plan_full", "plan, students read from BigQuery         "),
+                           ("plan_copy", "plan, no change: students from the copy   ")):
+            wall, rss, cpu = r[key]
+            print(f"  {label}: {wall:6.2f} s wall, {cpu:5.2f} s CPU, peak RSS {rss:4.0f} MB")
         b = r["bytes"]
         print(f"  bytes the source read scans (model, table partitioned by DATE(submitted_at)): whole table {b['full']:,}, "
               f"by the watermark {b['watermark']:,}; billed per query at least 10 MiB; a no-change sync is 4 query jobs "
               f"= {4 * 10 * 1024 * 1024:,} bytes billed")
+    mib = 10 * 1024 * 1024
+    print(f"a no-change timer run (sync 4 + two plans 2 each + last_applied_at 1 = {RUN_JOBS} query jobs; the sync's 4 and "
+          f"each plan's meta read are counted by tests/integration/test_bigquery_cost.py, the ledger reads and the "
+          f"last_applied_at MERGE come from the code) bills {RUN_JOBS * mib:,} bytes; a month of them: "
+          + ", ".join(f"every {m} min {43_200 // m * RUN_JOBS * mib / 2**40:.2f} TiB" for m in (1, 5)))
     print(f"  bqemulator peak RSS over all runs: {emu_rss:.0f} MB")
     load = os.getloadavg()[0]
     if load > 1.5:

@@ -104,3 +104,62 @@ def test_a_google_sheet_backed_table_needs_the_drive_scope() -> None:
         "externalDataConfiguration": {"sourceFormat": "CSV", "sourceUris": ["gs://b/x.csv"]},
     })
     assert [bq.needs_drive_scope(t) for t in (sheet, native, csv)] == [True, False, False]
+
+
+def test_a_no_change_timer_run_reads_no_table_in_full(bq_emulator, monkeypatch, tmp_path) -> None:
+    """The timer's run is a sync, the runner's plan (the guard) and the inventory's plan: when nothing
+    changed, the plans take the students from the local copy (roster_cache) and no query reads
+    ``students`` without the identity filter. A change, a writer that died after its MERGE
+    (``pending-``) and a copy older than the maximum age all mean a full read again."""
+    from google.cloud import bigquery
+
+    from cdsops.service import compute_plan
+    from cdsops.store import open_store
+    from cdsops.store.roster_cache import GENERATION_KEY
+
+    monkeypatch.setenv("CDSOPS_BIGQUERY_ENDPOINT", bq_emulator.endpoint)
+    monkeypatch.setenv("CDSOPS_ROSTER_CACHE_DIR", str(tmp_path / "cache"))
+    client = bigquery_client(bq_emulator.endpoint, PROJECT)
+    src = source_table(client, bq_emulator.endpoint, 20, 5)
+    uri_src, uri_roster = f"bigquery://{PROJECT}/{src}/reg", f"bigquery://{PROJECT}/{new_dataset(bq_emulator.endpoint, PROJECT, 'roster')}"
+    seen: list[str] = []
+    real = bigquery.Client.query
+
+    def recording(self, sql, job_config=None, **kw):
+        seen.append(sql)
+        return real(self, sql, job_config=job_config, **kw)
+
+    monkeypatch.setattr(bigquery.Client, "query", recording)
+
+    def full_reads() -> int:
+        return sum(1 for q in seen if ".students`" in q and "ORDER BY student_id" in q and "WHERE" not in q)
+
+    roster_sync(uri_src, uri_roster, Config(), now=NOW)
+    first = compute_plan(uri_roster, Config(), NOW, enforce_guard=False)
+    assert full_reads() == 1 and len(first.accounts) == 25  # the first plan fills the copy
+    seen.clear()
+    roster_sync(uri_src, uri_roster, Config(), now=NOW)  # the timer's no-change run
+    plans = [compute_plan(uri_roster, Config(), NOW, enforce_guard=False) for _ in range(2)]  # runner + inventory
+    assert full_reads() == 0, seen
+    assert all(p.to_dict() == first.to_dict() for p in plans)
+    print(f"query jobs of a no-change sync and two plans: {len(seen)}")
+    assert len(seen) == 6, seen  # sync 4, each plan only its meta read (no notifications table here)
+
+    late = (NOW + timedelta(minutes=1), "late@example.org", "Invented Person", "Testville", "Nowhere", True, "yes")
+    client.insert_rows(client.get_table(f"{PROJECT}.{src}.reg"), [dict(zip([c for c, _, _ in SCHEMA], late, strict=True))])
+    seen.clear()
+    roster_sync(uri_src, uri_roster, Config(), now=NOW + timedelta(minutes=2))
+    changed = compute_plan(uri_roster, Config(), NOW + timedelta(minutes=2), enforce_guard=False)
+    assert full_reads() == 1 and len(changed.accounts) == 26  # the change is seen, not the old copy
+
+    open_store(uri_roster).set_meta({GENERATION_KEY: "pending-dead-writer"})  # a writer died after its MERGE
+    seen.clear()
+    for _ in range(2):
+        compute_plan(uri_roster, Config(), NOW, enforce_guard=False)
+    assert full_reads() == 2
+    open_store(uri_roster).set_meta({GENERATION_KEY: "g2"})
+    monkeypatch.setenv("CDSOPS_ROSTER_CACHE_MAX_AGE", "0")  # no copy at all
+    seen.clear()
+    for _ in range(2):
+        compute_plan(uri_roster, Config(), NOW, enforce_guard=False)
+    assert full_reads() == 2

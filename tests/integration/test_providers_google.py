@@ -297,6 +297,8 @@ def test_access_retries_transient_errors(cloud: Emulator, sleeps: Sleeps) -> Non
 USERS_750 = [f"user:u{i}@example.org" for i in range(750)]
 GROUPS_125 = [f"group:g{i}@example.org" for i in range(125)]
 DOMAINS_750 = [f"domain:d{i}.example.org" for i in range(750)]
+DOMAINS_125 = DOMAINS_750[:125]
+GROUPS_H125 = [f"group:h{i}@example.org" for i in range(125)]
 
 
 @pytest.mark.parametrize(
@@ -307,16 +309,27 @@ DOMAINS_750 = [f"domain:d{i}.example.org" for i in range(750)]
          "1502 principals, more than the documented limit of 1500"),
         ([{"role": "roles/viewer", "members": DOMAINS_750}, {"role": "roles/browser", "members": DOMAINS_750}],
          "1502 principals, more than the documented limit of 1500"),
-        ([{"role": "roles/viewer", "members": GROUPS_125}, {"role": "roles/browser", "members": GROUPS_125}],
-         "252 Google groups, more than the documented limit of 250"),
+        # the 250 of groups and domains: 125 domains twice + our group = 251
+        ([{"role": "roles/viewer", "members": DOMAINS_125}, {"role": "roles/browser", "members": DOMAINS_125}],
+         "251 Google groups and domains"),
+        # 250 distinct other groups + ours = 251 distinct groups
+        ([{"role": "roles/viewer", "members": GROUPS_125}, {"role": "roles/browser", "members": GROUPS_125 + GROUPS_H125}],
+         "251 Google groups and domains"),
     ],
-    ids=["users-twice", "domains-twice", "groups-twice"],
+    ids=["users-twice", "domains-twice", "domains-at-every-occurrence", "groups-distinct"],
 )
 def test_policy_limits_count_every_occurrence_before_anything_is_sent(cloud: Emulator, sleeps: Sleeps, bindings: list, msg: str) -> None:
     cloud.create_project("proj", bindings)
     with pytest.raises(LimitExceeded, match=msg):
         access(cloud, sleeps).ensure()
     assert cloud.calls("crm.setIamPolicy") == 0 and cloud.calls("bigquery.datasets.patch") == 0
+
+
+def test_a_group_in_several_bindings_counts_once_toward_the_250(cloud: Emulator, sleeps: Sleeps) -> None:
+    # 125 groups in two bindings: 250 occurrences, 125 distinct (+ ours = 126): within both limits
+    cloud.create_project("proj", [{"role": "roles/viewer", "members": GROUPS_125}, {"role": "roles/browser", "members": GROUPS_125}])
+    assert access(cloud, sleeps).ensure().changed
+    assert cloud.calls("crm.setIamPolicy") == 1
 
 
 def test_quota_on_access_stops_cleanly(cloud: Emulator, sleeps: Sleeps) -> None:

@@ -47,6 +47,10 @@ BATCH_MAX_CALLS = 1000
 #   "The bindings in a Policy can refer to up to 1,500 principals; up to 250 of these principals
 #    can be Google groups. Each occurrence of a principal counts towards these limits." Domains
 #   (domain:example.org) are principals too and count per occurrence.
+# https://cloud.google.com/iam/docs/allow-policies ("Limits on groups and domains") is more
+#   precise about the 250: they may be Google groups, Cloud Identity domains or Workspace
+#   accounts; "each unique group is counted only once" there (unlike the 1,500 limit, where
+#   every occurrence counts), while IAM "counts all occurrences of each domain or account".
 POLICY_MAX_PRINCIPALS = 1500
 POLICY_MAX_GROUPS = 250
 
@@ -829,12 +833,14 @@ def _check_policy(policy: dict[str, Any], bindings: list[dict[str, Any]]) -> Non
         raise GoogleError(400, "Conditional bindings require policy version 3.", "badRequest")
     # every occurrence counts (POLICY_MAX_PRINCIPALS): a list, never a set
     principals = [m for b in bindings for m in b.get("members", [])]
-    groups = [m for m in principals if m.startswith("group:")]
+    # the 250: each distinct group once, each domain at every occurrence (POLICY_MAX_GROUPS)
+    groups = len({m for m in principals if m.startswith("group:")}) + sum(1 for m in principals if m.startswith("domain:"))
     if len(principals) > POLICY_MAX_PRINCIPALS:
         raise GoogleError(400, f"The number of members in the policy ({len(principals)}) is larger than the maximum allowed size "
                                f"{POLICY_MAX_PRINCIPALS}.", "badRequest")
-    if len(groups) > POLICY_MAX_GROUPS:
-        raise GoogleError(400, f"The number of groups in the policy ({len(groups)}) is larger than the maximum allowed size {POLICY_MAX_GROUPS}.", "badRequest")
+    if groups > POLICY_MAX_GROUPS:
+        raise GoogleError(400, f"The number of groups and domains in the policy ({groups}) is larger than the maximum allowed size "
+                               f"{POLICY_MAX_GROUPS}.", "badRequest")
 
 
 def _apply_update_mask(cur: dict[str, Any], policy: dict[str, Any], mask: Any) -> dict[str, Any]:

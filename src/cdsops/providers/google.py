@@ -553,16 +553,18 @@ class GoogleAccessProvider:
         # "Each occurrence of a principal counts towards these limits" (Policy.bindings,
         # https://cloud.google.com/resource-manager/reference/rest/Shared.Types/Policy): a list, not a set.
         principals = [m for b in policy.get("bindings", []) for m in b.get("members", [])]
-        groups = [m for m in principals if m.startswith("group:")]
+        # The 250 (https://cloud.google.com/iam/docs/allow-policies, "Limits on groups and domains"):
+        # "each unique group is counted only once", domains "all occurrences".
+        groups = len({m for m in principals if m.startswith("group:")}) + sum(1 for m in principals if m.startswith("domain:"))
         if len(principals) > POLICY_MAX_PRINCIPALS:
             raise LimitExceeded(
                 f"{resource}: the allow policy would hold {len(principals)} principals, more than the documented "
                 f"limit of {POLICY_MAX_PRINCIPALS}; nothing was changed (remove unused principals first)"
             )
-        if len(groups) > POLICY_MAX_GROUPS:
+        if groups > POLICY_MAX_GROUPS:
             raise LimitExceeded(
-                f"{resource}: the allow policy would hold {len(groups)} Google groups, more than the documented "
-                f"limit of {POLICY_MAX_GROUPS}; nothing was changed"
+                f"{resource}: the allow policy would hold {groups} Google groups and domains (each group once, each "
+                f"domain at every occurrence), more than the documented limit of {POLICY_MAX_GROUPS}; nothing was changed"
             )
 
     def _write_project(self, plan: _Plan, caller: _Caller) -> None:

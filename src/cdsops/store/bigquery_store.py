@@ -51,6 +51,7 @@ from .base import (
     change_from_row,
     student_from_row,
 )
+from .roster_cache import GENERATION_KEY, PENDING, RosterCache
 
 __all__ = ["BigQueryStore", "revision_of"]
 
@@ -132,6 +133,7 @@ class BigQueryStore:
             raise StoreError(f"invalid BigQuery roster store {self.uri}: {exc}") from None
         self._client = client
         self._ready = False
+        self._cache: RosterCache | None = None
 
     # -- plumbing --------------------------------------------------------------------
     @property
@@ -192,14 +194,25 @@ class BigQueryStore:
 
     def _load(self) -> Snapshot:
         tables = self._existing_tables()
+        meta = self._load_meta(tables)  # first: the generation read here is older than the students read
         if tables is None or "students" not in tables:
-            return Snapshot((), self._load_meta(tables), 0)
-        _, rows = self._query(f"SELECT {', '.join(STUDENT_COLUMNS)} FROM {self._t['students']} ORDER BY student_id")
-        try:
-            students = tuple(student_from_row(r) for r in rows)
-        except (TypeError, ValueError) as exc:
-            raise StoreError(f"roster store {self.uri} holds a malformed students row: {exc}") from None
-        return Snapshot(students, self._load_meta(tables), revision_of(students))
+            return Snapshot((), meta, 0)
+        generation = meta.get(GENERATION_KEY)
+        cache = self._roster_cache()
+        students = cache.get(generation)
+        if students is None:
+            _, rows = self._query(f"SELECT {', '.join(STUDENT_COLUMNS)} FROM {self._t['students']} ORDER BY student_id")
+            try:
+                students = tuple(student_from_row(r) for r in rows)
+            except (TypeError, ValueError) as exc:
+                raise StoreError(f"roster store {self.uri} holds a malformed students row: {exc}") from None
+            cache.put(generation, students)
+        return Snapshot(students, meta, revision_of(students))
+
+    def _roster_cache(self) -> RosterCache:
+        if self._cache is None:
+            self._cache = RosterCache(self.uri)
+        return self._cache
 
     def _load_meta(self, tables: set[str] | None) -> dict[str, str]:
         if tables is None or "meta" not in tables:
@@ -413,6 +426,8 @@ class BigQueryStore:
         t = self._t["students"]
         stage = None
         try:
+            # the copies of the roster (roster_cache) stop matching before the students change
+            self._merge_meta({GENERATION_KEY: PENDING + secrets.token_hex(8)})
             source, params, stage = self._rows_source("students", STUDENT_SCHEMA, rows)
             params.append(bq.scalar("revision", "INT64", revision))
             sets = ", ".join(f"{c} = s.{c}" for c, _, _ in STUDENT_SCHEMA if c not in ("student_id", "identity", "username", "host"))
@@ -453,6 +468,8 @@ class BigQueryStore:
         records = [ChangeRecord(run_id, now, c.kind, c.student_id, c.username, c.before, c.after) for c in out.changes]
         values = dict(meta)
         values["last_synced_at"] = format_iso(now)
+        if touched:  # students were written: a new final generation (roster_cache)
+            values[GENERATION_KEY] = secrets.token_hex(8)
         try:
             if profiles:
                 self._merge_profiles(profiles)
