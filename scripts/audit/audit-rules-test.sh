@@ -108,4 +108,59 @@ if [[ -e $config_probe ]]; then
     || fail "opening $config_probe for writing was not logged (key cdsops_config)"
   say "ok: a write-open of $config_probe is logged (key cdsops_config)"
 fi
+
+# The role's "Load audit rules" handler, run for real (its command from
+# roles/baseline/handlers/main.yml, the real augenrules and auditctl), against a copy of
+# rules.d holding the rendered files. Only two things differ from a host, so that nothing
+# here can lock this machine: augenrules reads/writes the copy instead of /etc/audit, and the
+# copy's 99-finalize.rules says `-e 0` where the role's says `-e 2` (the same last -e line,
+# an observable and reversible value). If augenrules --load applies the rules and then the
+# last -e of rules.d, the kernel ends with our rules loaded and enabled 0; with the real
+# file it would end enabled 2.
+tree=$work/etc-audit
+mkdir -p "$tree/rules.d"
+cp "$work/cdsops.rules" "$tree/rules.d/50-cdsops.rules"
+cp "$work/99-finalize.rules" "$tree/rules.d/99-finalize.rules"
+sed -e "s#^DestinationFile=.*#DestinationFile=$tree/audit.rules#" \
+    -e "s#^SourceRulesDir=.*#SourceRulesDir=$tree/rules.d#" /usr/sbin/augenrules >"$work/augenrules"
+chmod 0700 "$work/augenrules"
+grep -q "^SourceRulesDir=$tree/rules.d\$" "$work/augenrules" && grep -q "^DestinationFile=$tree/audit.rules\$" "$work/augenrules" \
+  || fail "could not point a copy of /usr/sbin/augenrules at a test directory (its variables changed?)"
+# 1. without --load: what a host's /etc/audit/audit.rules becomes; -e 2 is its last line, once
+"$work/augenrules" >/dev/null || fail "augenrules failed on the rendered rules.d"
+last=$(grep -Ev '^(#.*|\s*)$' "$tree/audit.rules" | tail -1)
+[[ $last == "-e 2" && $(grep -c -- '^-e' "$tree/audit.rules") == 1 ]] \
+  || fail "augenrules did not end the generated audit.rules with -e 2 (last line: $last)"
+say "ok: augenrules ends the generated audit.rules with the one -e 2 of 99-finalize.rules"
+# 2. the handler's command, with --load, on a rules.d whose last -e is 0
+handler_cmd=$(python -c '
+import sys, yaml
+for h in yaml.safe_load(open("roles/baseline/handlers/main.yml")):
+    if h["name"] == "Load audit rules":
+        print(h["ansible.builtin.shell"]["cmd"])
+')
+[[ $handler_cmd == *"/usr/sbin/augenrules --load"* && $handler_cmd == *"/usr/sbin/auditctl -s"* ]] \
+  || fail "the Load audit rules handler no longer runs 'auditctl -s' and 'augenrules --load': $handler_cmd"
+handler_cmd=${handler_cmd//\/usr\/sbin\/augenrules/$work/augenrules}
+handler_cmd=${handler_cmd//\/run\/reboot-required/$work/reboot-required}
+sed -i 's/^-e 2$/-e 0/' "$tree/rules.d/99-finalize.rules"
+auditctl -D >/dev/null; auditctl -e 1 >/dev/null
+# auditctl -s prints "enabled N" on a line of its own: the handler's grep '^enabled 2' reads it
+auditctl -s | grep -qx 'enabled 1' || fail "auditctl -s does not print 'enabled 1' as the handler expects: $(auditctl -s | head -3)"
+/bin/bash -c "$handler_cmd" >"$work/handler.log" 2>&1 || { cat "$work/handler.log" >&2; fail "the handler's command failed"; }
+enabled=$(auditctl -s | awk '$1 == "enabled" {print $2}')
+auditctl -l | grep -q -- "-F key=cdsops_student_exec" || fail "the handler did not load the rules of rules.d"
+[[ $enabled == 0 ]] || fail "the handler loaded the rules but not the last -e line of rules.d (enabled $enabled)"
+[[ ! -e $work/reboot-required ]] || fail "the handler asked for a reboot although the rules were not immutable"
+say "ok: the Load audit rules handler (augenrules --load) loads rules.d and then its last -e line (-e 0 here; -e 2 on a host)"
+# 3. the handler once the rules are immutable: the kernel's answer to auditctl -s is the one
+# thing substituted here (enabled 2 cannot be set without locking this machine)
+fake_status="printf 'enabled 2\\nfailure 1\\n'"
+immutable_cmd=${handler_cmd//"/usr/sbin/auditctl -s"/$fake_status}
+[[ $immutable_cmd != "$handler_cmd" ]] || fail "could not substitute auditctl -s in the handler's command"
+auditctl -D >/dev/null
+/bin/bash -c "$immutable_cmd" >"$work/handler2.log" 2>&1 || { cat "$work/handler2.log" >&2; fail "the handler failed on immutable rules (it must ask for a reboot instead)"; }
+[[ -e $work/reboot-required ]] || fail "the handler did not flag a reboot when the rules are immutable"
+auditctl -l | grep -q -- "-F key=cdsops_student_exec" && fail "the handler ran augenrules --load although the rules are immutable"
+say "ok: with immutable rules the handler flags a reboot and loads nothing"
 say "passed in $(( $(date +%s) - t0 )) s"

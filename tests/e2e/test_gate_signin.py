@@ -669,6 +669,19 @@ def test_the_sign_out_url_workbench_and_the_hub_use_answers_get_and_post(stack):
         _refused(stack, copy)
 
 
+def test_the_open_ides_logout_ends_at_the_gates_sign_out(stack):
+    """JupyterHub's /hub/logout (JupyterLab's "Log Out" too) alone would only clear the hub's
+    cookie: with the gate's session still valid, auto_login would let the student straight back in."""
+    s, final = stack.sign_in("alicesmith@gmail.com")
+    echo(final)
+    copy = s.cookies.get(SESSION_COOKIE)
+    r = s.get(stack.base_url + "/hub/logout", allow_redirects=False, timeout=5)
+    assert r.status_code == 303 and r.headers["Location"] == "/_cdsops/logout"
+    out = s.get(stack.base_url + "/hub/logout", timeout=5)  # followed, as a browser does
+    assert out.status_code == 200 and "Signed out" in out.text
+    _refused(stack, copy)
+
+
 @pytest.mark.parametrize("claims, reasons", [
     # issued to another client (the demonstrated attack): Authlib, told to require our audience
     ({"aud": "someone-else", "azp": "cdsops-e2e"}, {"oidc: invalid_claim", "oidc: invalid_audience"}),

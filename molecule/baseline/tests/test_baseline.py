@@ -111,6 +111,11 @@ def test_immutable_flag_is_alone_and_loaded_last(host):
     generated = [l for l in host.file("/etc/audit/audit.rules").content_string.splitlines() if l.strip() and not l.startswith("#")]
     assert generated[-1] == "-e 2" and generated.count("-e 2") == 1
     assert "-w /etc/nginx -p wa -k cdsops_config" in generated
+    # at every boot auditd's unit loads that generated file with augenrules --load (Debian 12's
+    # unit; the role does not override it), so -e 2 takes effect there; the host audit test
+    # runs the role's reload handler (augenrules --load) with a non-locking last -e
+    unit = host.check_output("systemctl cat auditd.service")
+    assert re.search(r"^ExecStartPost=-?/(usr/)?sbin/augenrules --load$", unit, re.M), unit
 
 
 def test_mail_to_root_is_delivered_locally(host):
