@@ -215,6 +215,17 @@ def test_no_email_on_the_hosts_disk(host, s1_ready):
     assert journal.stdout == "", journal.stdout
 
 
+def test_the_hubs_secret_never_reaches_a_students_server(host, s1_ready):
+    """nginx adds the secret only on the hub's paths: a student's server (the student's own
+    process) must never receive it, or they could log in as anyone on the hub's port. The
+    server dumps a failed request's headers into its journal; the secret must not be there."""
+    secret = host.check_output("cat /etc/cdsops-jupyterhub/proxy-secret").strip()
+    browser(host, "s000001", "GET", "/user/s000001/api/contents/no-such-file")
+    log = host.run(f"journalctl -q -o cat --no-pager -u {UNIT.format('s000001')}").stdout
+    assert "X-Rstudio-Username" in log or "s000001" in log  # the journal is read
+    assert secret not in log
+
+
 def test_expiry_stops_the_server_and_ends_every_process(host):
     """What the reconcile does for an expired student: the hub's API, then cdsops_kill."""
     assert browser(host, "s000002", "spawn")["ready"]
