@@ -23,13 +23,15 @@ CTX.verify_mode = ssl.CERT_NONE
 
 class Browser:
     def __init__(self, gate_cookie):
+        """``gate_cookie``: NAME=VALUE of the gate's session cookie (empty: signed out)."""
         self.jar = http.cookiejar.CookieJar()
         self.opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=CTX),
                                                   urllib.request.HTTPCookieProcessor(self.jar))
         self.gate_cookie = gate_cookie
         if gate_cookie:
+            name, value = gate_cookie.split("=", 1)
             self.jar.set_cookie(http.cookiejar.Cookie(
-                0, "cdsops_session", gate_cookie, None, False, "127.0.0.1", False, False, "/", True,
+                0, name, value, None, False, "127.0.0.1", False, False, "/", True,
                 True, None, True, None, None, {}))
 
     def xsrf(self, path="/"):
@@ -140,9 +142,12 @@ def main():
         b.spawn(user)
         out = b.upload(user, args[0], int(args[1]))
     elif action in ("GET", "POST", "DELETE"):
+        extra = dict(h.split(": ", 1) for h in args[1:])
         if user != "-":
             b.spawn(user)
-        extra = dict(h.split(": ", 1) for h in args[1:])
+        elif cookie != "-":
+            # the hub's own login (auto_login from nginx's header), with the same extra headers
+            b.request("GET", "/hub/login?next=%2Fhub%2Fhome", headers=extra)
         status, url, body = b.request(action, args[0], {} if action == "POST" else None, extra)
         out = {"status": status, "url": url, "body": body[:2000]}
     else:

@@ -40,7 +40,7 @@ def register(email: str) -> None:
 
 
 @pytest.fixture
-def browser():
+def browser(request):
     assert Path(CHROMEDRIVER).exists(), "chromium-driver is missing (scripts/apt/ide.txt)"
     profile = tempfile.mkdtemp(prefix="cdsops-chromium-")
     opts = webdriver.ChromeOptions()
@@ -52,6 +52,9 @@ def browser():
     driver = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
     driver.set_page_load_timeout(120)
     yield driver
+    if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
+        shot(driver, f"failed-{request.node.name}")
+        (ARTIFACTS / f"failed-{request.node.name}.html").write_text(driver.page_source)
     driver.quit()
     shutil.rmtree(profile, ignore_errors=True)
 
@@ -73,6 +76,8 @@ def sign_in(driver, email: str, wait_for: str) -> None:
 
 def lab_ready(driver, user: str) -> None:
     WebDriverWait(driver, 120).until(lambda d: f"/user/{user}/lab" in d.current_url)
+    # a fresh layout (Lab restores the last one, saved in the student's home): the launcher
+    driver.get(f"{BASE}/user/{user}/lab?reset")
     WebDriverWait(driver, 120).until(ec.presence_of_element_located((By.CSS_SELECTOR, ".jp-LauncherCard")))
 
 
@@ -82,7 +87,10 @@ def run_r_cell(driver, code: str) -> str:
     card.click()
     editor = WebDriverWait(driver, 120).until(ec.element_to_be_clickable(
         (By.CSS_SELECTOR, ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell .cm-content")))
-    WebDriverWait(driver, 120).until(lambda d: "Idle" in d.page_source or "idle" in d.page_source)
+    # the status bar says "R | Idle" once the kernel is connected (a cell run before that is
+    # dropped by Lab; the execution indicator says "idle" earlier, so it cannot tell)
+    WebDriverWait(driver, 180).until(lambda d: "R | Idle" in d.find_element(By.CSS_SELECTOR, ".jp-StatusBar-Widget").text
+                                     or any("R | Idle" in e.text for e in d.find_elements(By.CSS_SELECTOR, ".jp-StatusBar-Item")))
     editor.click()
     editor.send_keys(code)
     editor.send_keys(Keys.SHIFT, Keys.ENTER)
@@ -100,7 +108,7 @@ def test_student_runs_r_on_the_course_data_and_has_no_terminal(browser):
     shot(browser, "1-launcher-s000001")
     text = run_r_cell(browser, "nrow(read.csv('/srv/cdsdata/hosp/patients.csv'))")
     shot(browser, "2-r-cell-s000001")
-    assert f"[1] {ROWS}" in text, text
+    assert text.strip() in (str(ROWS), f"[1] {ROWS}"), text  # Lab renders the text/html result: "2"
     names = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".jp-DirListing-itemName")]
     assert "Untitled.ipynb" in names, names
 

@@ -21,6 +21,7 @@ import testinfra
 
 PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
 sys.path.insert(0, str(PROJECT / "src"))
+from cdsops.gate import SESSION_COOKIE  # noqa: E402
 from cdsops.gate import session as gate_session  # noqa: E402
 from cdsops.identity import identity_hash  # noqa: E402
 
@@ -45,7 +46,7 @@ def host():
 def cookie(username: str) -> str:
     key = gate_session.derive_key(COOKIE_KEY, "session")
     h = identity_hash(f"student{int(username[1:])}@example.org", HASH_KEY)
-    return gate_session.issue(key, username, h, int(time.time() + 3600))
+    return f"{SESSION_COOKIE}={gate_session.issue(key, username, h, int(time.time() + 3600))}"
 
 
 def browser(host, user: str, action: str, *args: str, gate_user: str | None = None) -> dict:
@@ -77,18 +78,24 @@ def test_hub_listens_on_loopback_only(host):
 
 def test_server_runs_as_the_students_uid_with_limits(host, s1_ready):
     pid = unit_pid(host, "s000001")
-    status = host.file(f"/proc/{pid}/status").content_string
+    # /proc is mounted hidepid=invisible: root in the container lacks CAP_SYS_PTRACE, so it
+    # reads other uids' processes through the exempt group (procview), as monitoring does
+    status = host.check_output(f"setpriv --groups procview --reuid 0 --regid 0 cat /proc/{pid}/status")
     uids = re.search(r"^Uid:\s+(.*)$", status, re.M).group(1).split()
     assert set(uids) == {"200001"}
+    assert re.search(r"^CapEff:\s+0+$", status, re.M) and re.search(r"^NoNewPrivs:\s+1$", status, re.M)
     props = host.check_output(f"systemctl show {UNIT.format('s000001')} -p MemoryLimit -p MemoryMax "
                               f"-p CPUQuotaPerSecUSec -p PrivateTmp -p UMask -p NoNewPrivileges -p User")
     assert "PrivateTmp=yes" in props and "UMask=0077" in props and "NoNewPrivileges=yes" in props
-    assert "User=s000001" in props
+    assert "User=200001" in props or "User=s000001" in props  # the spawner passes the uid
     assert str(400 * 1024 * 1024) in props and "CPUQuotaPerSecUSec=200ms" in props
 
 
 def test_terminals_are_refused(host, s1_ready):
-    out = browser(host, "-", "POST", "/user/s000001/api/terminals", gate_user="s000001")
+    # signed in to s000001's own server (so a refusal is the terminal policy, not a missing login)
+    ok = browser(host, "s000001", "GET", "/user/s000001/api/kernelspecs")
+    assert ok["status"] == 200 and '"ir"' in ok["body"], ok
+    out = browser(host, "s000001", "POST", "/user/s000001/api/terminals")
     assert out["status"] in (403, 404), out
 
 
@@ -206,6 +213,17 @@ def test_no_email_on_the_hosts_disk(host, s1_ready):
     journal = host.run(f"journalctl -q -o cat --no-pager SYSLOG_IDENTIFIER=cdsops-code SYSLOG_IDENTIFIER=cdsops-session "
                        f"SYSLOG_IDENTIFIER=cdsops-jupyterhub SYSLOG_IDENTIFIER=cdsops-gate | grep -E '{EMAIL_RE}'")
     assert journal.stdout == "", journal.stdout
+
+
+def test_the_hubs_secret_never_reaches_a_students_server(host, s1_ready):
+    """nginx adds the secret only on the hub's paths: a student's server (the student's own
+    process) must never receive it, or they could log in as anyone on the hub's port. The
+    server dumps a failed request's headers into its journal; the secret must not be there."""
+    secret = host.check_output("cat /etc/cdsops-jupyterhub/proxy-secret").strip()
+    browser(host, "s000001", "GET", "/user/s000001/api/contents/no-such-file")
+    log = host.run(f"journalctl -q -o cat --no-pager -u {UNIT.format('s000001')}").stdout
+    assert "X-Rstudio-Username" in log or "s000001" in log  # the journal is read
+    assert secret not in log
 
 
 def test_expiry_stops_the_server_and_ends_every_process(host):
