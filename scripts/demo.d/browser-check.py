@@ -72,7 +72,6 @@ class Check:
 
     def sign_in(self, subject: str) -> None:
         """Open the URL in a fresh session and type the subject into the provider's form."""
-        self.drv.delete_all_cookies()
         self.drv.get(self.base + "/_cdsops/logout")
         self.drv.delete_all_cookies()
         self.drv.get(self.base + "/")
@@ -97,19 +96,30 @@ class Check:
             raise SystemExit("browser-check: the launcher offers a terminal")
         self.shot("lab-launcher")
         card.click()
-        self.wait("the R kernel idle in the new notebook",
-                  lambda: "R | Idle" in self.text() or self.drv.find_elements(
-                      "css selector", ".jp-Notebook-ExecutionIndicator[data-status='idle']"), timeout=90)
+        self.wait("the R kernel idle in the new notebook", lambda: self.drv.find_elements(
+            "css selector", ".jp-Notebook-ExecutionIndicator[data-status='idle']"), timeout=90)
         editor = self.wait("a code cell", lambda: self.drv.find_element("css selector", ".jp-Cell .cm-content"))
         editor.click()
         code = f"d <- read.csv('{CSV}'); cat('rows:', nrow(d), '\\n'); head(d, 3)"
         editor.send_keys(code)
         from selenium.webdriver.common.keys import Keys
 
-        editor.send_keys(Keys.SHIFT, Keys.ENTER)
-        out = self.wait("the cell's output",
-                        lambda: [e.text for e in self.drv.find_elements("css selector", ".jp-OutputArea-output") if "rows:" in e.text],
-                        timeout=90)
+        # Lab shows the kernel idle a moment before its websocket carries requests: a cell run
+        # then stays unnumbered; run it again (as a person would) until it has an answer
+        out = None
+        for attempt in range(4):
+            cell = self.drv.find_elements("css selector", ".jp-Cell .cm-content")[0]
+            cell.click()
+            cell.send_keys(Keys.CONTROL, Keys.ENTER)
+            deadline = time.monotonic() + 20 * (attempt + 1)
+            while time.monotonic() < deadline and not out:
+                out = [e.text for e in self.drv.find_elements("css selector", ".jp-OutputArea-output") if "rows:" in e.text]
+                time.sleep(0.5)
+            if out:
+                break
+        if not out:
+            self.shot("FAILED-no-output")
+            raise SystemExit("browser-check: the R cell gave no output after 4 runs")
         print("   output: " + " | ".join(out[0].splitlines()[:3]))
         self.shot("r-notebook-read-csv")
 
