@@ -98,8 +98,12 @@ class Check:
         card.click()
         self.wait("the R kernel idle in the new notebook", lambda: self.drv.find_elements(
             "css selector", ".jp-Notebook-ExecutionIndicator[data-status='idle']"), timeout=90)
-        editor = self.wait("a code cell", lambda: self.drv.find_element("css selector", ".jp-Cell .cm-content"))
-        editor.click()
+        def clicked():
+            cell = self.drv.find_element("css selector", ".jp-Cell .cm-content")
+            cell.click()  # raises until the editor can take input
+            return cell
+
+        editor = self.wait("a code cell that takes input", clicked)
         code = f"d <- read.csv('{CSV}'); cat('rows:', nrow(d), '\\n'); head(d, 3)"
         editor.send_keys(code)
         from selenium.webdriver.common.keys import Keys
@@ -108,9 +112,7 @@ class Check:
         # then stays unnumbered; run it again (as a person would) until it has an answer
         out = None
         for attempt in range(4):
-            cell = self.drv.find_elements("css selector", ".jp-Cell .cm-content")[0]
-            cell.click()
-            cell.send_keys(Keys.CONTROL, Keys.ENTER)
+            self.wait("a code cell that takes input", clicked).send_keys(Keys.CONTROL, Keys.ENTER)
             deadline = time.monotonic() + 20 * (attempt + 1)
             while time.monotonic() < deadline and not out:
                 out = [e.text for e in self.drv.find_elements("css selector", ".jp-OutputArea-output") if "rows:" in e.text]
