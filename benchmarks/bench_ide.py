@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -55,9 +56,19 @@ def cookie(student: dict) -> str:
     return gate_session.issue(key, student["username"], h, int(time.time() + 3600))
 
 
+HUBCLIENT = (REPO / "molecule/jupyterhub/tests/hubclient.py").read_text()
+# hubclient.py takes the gate's cookie as NAME=VALUE; an older copy took the bare value and named
+# it cdsops_session, while the gate's cookie is __Host-cdsops_session: give that copy the right name
+NEW_CLIENT = "NAME=VALUE" in HUBCLIENT
+if not NEW_CLIENT:
+    HUBCLIENT = HUBCLIENT.replace('"cdsops_session", gate_cookie', '"__Host-cdsops_session", gate_cookie')
+
+
 def client(student: dict, action: str, *args: str) -> tuple[float, dict]:
+    value = cookie(student)
     t0 = time.monotonic()
-    out = subprocess.run(["podman", "exec", NAME, PY, "/root/hubclient.py", cookie(student), student["username"],
+    out = subprocess.run(["podman", "exec", NAME, PY, "/root/hubclient.py",
+                          f"__Host-cdsops_session={value}" if NEW_CLIENT else value, student["username"],
                           action, *args], capture_output=True, text=True)
     took = time.monotonic() - t0
     try:
@@ -76,10 +87,11 @@ def main() -> None:
     ap.add_argument("--students", type=int, default=20)
     ap.add_argument("--concurrent", type=int, default=50)
     args = ap.parse_args()
-    podman("sh", "-c", "cat > /root/hubclient.py",
-           stdin=(REPO / "molecule/jupyterhub/tests/hubclient.py").read_text())
+    podman("sh", "-c", "cat > /root/hubclient.py", stdin=HUBCLIENT)
+    print(f"load average before: {' '.join(Path('/proc/loadavg').read_text().split()[:3])} ({os.cpu_count()} cores)")
     group = students(max(args.students, args.concurrent))
     print(f"{len(group)} active students from the demo roster")
+    podman("/usr/local/sbin/cdsops-hub-stop", stdin=json.dumps([s["username"] for s in group]))  # start cold
     try:
         ready = []
         for s in group[:args.students]:
@@ -89,17 +101,26 @@ def main() -> None:
             print(f"  {s['username']}: sign-in to a ready R kernel and the first answer {took:.1f} s{'' if ok else ' FAILED ' + str(out)}")
         print(f"1. sign-in -> ready R kernel, {len(ready)} students: median {statistics.median(ready):.1f} s, "
               f"p95 {pct(ready, 0.95):.1f} s (target < 10 s)")
-        rss = [int(podman("cat", f"/sys/fs/cgroup/memory/system.slice/cdsops-jupyter-{s['username']}.service/memory.usage_in_bytes"))
-               for s in group[:args.students]]
-        print(f"3. memory per idle server (cgroup usage, kernel stopped): median {statistics.median(rss) / 2**20:.0f} MiB, "
-              f"max {max(rss) / 2**20:.0f} MiB (target < 150 MB)")
+        rss, usage = [], []
+        for s in group[:args.students]:
+            unit = f"/sys/fs/cgroup/memory/system.slice/cdsops-jupyter-{s['username']}.service"
+            stat = dict(line.split() for line in podman("cat", f"{unit}/memory.stat").splitlines())
+            rss.append(int(stat["rss"]) + int(stat["mapped_file"]))
+            usage.append(int(podman("cat", f"{unit}/memory.usage_in_bytes")))
+        print(f"3. memory per idle server (its unit's cgroup, kernel stopped): resident (rss + mapped files) "
+              f"median {statistics.median(rss) / 2**20:.0f} MiB, max {max(rss) / 2**20:.0f} MiB; with page cache "
+              f"median {statistics.median(usage) / 2**20:.0f} MiB (target < 150 MB)")
         for s in group[args.students:args.concurrent]:
             client(s, "spawn")
         with ThreadPoolExecutor(max_workers=args.concurrent) as pool:
-            results = list(pool.map(lambda s: client(s, "run", "sum(1:1e6)"), group[:args.concurrent]))
-        served = [t for t, out in results if "5e+11" in out.get("result", "")]
+            results = list(pool.map(lambda s: client(s, "run", "sum(as.numeric(1:1e6))"), group[:args.concurrent]))
+        served = [t for t, out in results if "500000500000" in out.get("result", "")]
+        for t, out in results:
+            if "500000500000" not in out.get("result", ""):
+                print(f"  not served after {t:.1f} s: {str(out)[:200]}")
         print(f"2. {args.concurrent} students, one cell each at once: {len(served)} served; "
-              f"p50 {pct(served, 0.5):.1f} s, p95 {pct(served, 0.95):.1f} s (each: page, kernel start, cell)")
+              + (f"p50 {pct(served, 0.5):.1f} s, p95 {pct(served, 0.95):.1f} s (each: page, kernel start, cell)" if served else ""))
+        print(f"load average after: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
     finally:
         podman("/usr/local/sbin/cdsops-hub-stop", stdin=json.dumps([s["username"] for s in group]))
 

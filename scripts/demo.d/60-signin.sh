@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make demo, step 60: a local OpenID Connect provider standing in for Google
 # (oidc-provider-mock, inside the compute host, published on 127.0.0.1:9400 only) that knows
-# the sample students, then the URL to open and whom to sign in as.
+# the sample students (the URL and whom to sign in as: step 90, at the end).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="$PWD/.venv/bin:$PATH"
@@ -54,23 +54,4 @@ PY
 python -c "import ssl, sys, urllib.request as u; u.urlopen(sys.argv[1], timeout=10, context=ssl._create_unverified_context())" \
   "https://127.0.0.1:$PORT/_cdsops/healthz" || die "the sign-in gate does not answer on https://127.0.0.1:$PORT"
 
-python - "$DEMO/students.json" "$PORT" <<'PY'
-import json, sys
-s = json.load(open(sys.argv[1]))
-a, e = s["active"][0], s["expired"][0]
-print(f"""
-==============================================================================
- The platform is up. Open  https://127.0.0.1:{sys.argv[2]}/
- (a self-signed certificate: accept it once). The sign-in goes to the local
- OpenID Connect provider; type a subject into its form and submit:
-
-   {a['email']:<40} a student ({a['username']}): JupyterLab with R
-   {e['email']:<40} an expired student: the "expired" page
-   nobody@example.org                       not registered: the "not registered" page
-
- In JupyterLab: File > New > Notebook (R), then run
-   nrow(read.csv('/srv/cdsdata/patients.csv'))
- Sign out: https://127.0.0.1:{sys.argv[2]}/_cdsops/logout
- Inside the host: podman exec -it cdsops-compute bash;  remove it: podman rm -f cdsops-compute
-==============================================================================""")
-PY
+echo "-- the provider knows the sample students (written to $DEMO/students.json); the URL and whom to sign in as are printed at the end"
