@@ -70,7 +70,7 @@ imports() {
 
 gate sanity sanity
 gate ansible-lint ansible-lint --offline --profile production --nocolor -q
-gate ruff ruff check --no-cache src tests benchmarks scripts ansible_collections
+gate ruff ruff check --no-cache src tests benchmarks scripts ansible_collections molecule
 gate imports imports
 if ((status)); then
   echo "lint: FAILED: ${failed[*]}" >&2

@@ -21,7 +21,7 @@ def parse(lines):
 @pytest.mark.parametrize(
     "outcome, kind",
     [("success", "signin.allowed"), ("expired", "signin.refused"), ("unknown", "signin.refused"),
-     ("subject_mismatch", "signin.refused"), ("error", "signin.refused")],
+     ("subject_mismatch", "signin.refused"), ("error", "signin.refused"), ("signout", "session.end")],
 )
 def test_gate_outcomes_map_to_kinds(outcome, kind):
     evs, counts = parse(synth.dumps([synth.signin("s000042", outcome, T, reason="r" if outcome == "error" else None)]).splitlines())

@@ -12,8 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
 from podman_host import host  # noqa: E402,F401  (podman exec instead of Ansible per command)
 

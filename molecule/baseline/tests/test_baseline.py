@@ -7,8 +7,8 @@ from an address that is not in the admin networks (192.0.2.0/24, 2001:db8::/32).
 
 from __future__ import annotations
 
-import re
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -78,8 +78,8 @@ def test_unattended_upgrades_security_only_with_reboot_window(host):
     assert 'Unattended-Upgrade::Automatic-Reboot-Time "04:30";' in dump
     assert 'Unattended-Upgrade::Mail "root";' in dump
     assert 'APT::Periodic::Unattended-Upgrade "1";' in dump
-    origins = [l for l in dump.splitlines() if l.startswith("Unattended-Upgrade::Origins-Pattern::")]
-    assert origins and all("Debian-Security" in l for l in origins)
+    origins = [ln for ln in dump.splitlines() if ln.startswith("Unattended-Upgrade::Origins-Pattern::")]
+    assert origins and all("Debian-Security" in ln for ln in origins)
 
 
 # --- auditd (rendered here; loaded into a real kernel by scripts/test.d/40-audit.sh) ---
@@ -101,14 +101,14 @@ def test_immutable_flag_is_alone_and_loaded_last(host):
     """-e 2 is never loaded here (nor by the host audit test): its file and its place are checked."""
     final = host.file("/etc/audit/rules.d/99-finalize.rules")
     assert final.mode == 0o640
-    rules = [l for l in final.content_string.splitlines() if l.strip() and not l.startswith("#")]
+    rules = [ln for ln in final.content_string.splitlines() if ln.strip() and not ln.startswith("#")]
     assert rules == ["-e 2"]
     # numbered files load in order (Debian's own audit.rules sorts after them, and holds no -e)
     names = sorted(n for n in host.check_output("ls /etc/audit/rules.d").split() if n[:1].isdigit())
     assert names[-1] == "99-finalize.rules", names
     # augenrules (without --load) concatenates rules.d in order: -e 2 ends the result
     host.run_expect([0, 1], "augenrules")
-    generated = [l for l in host.file("/etc/audit/audit.rules").content_string.splitlines() if l.strip() and not l.startswith("#")]
+    generated = [ln for ln in host.file("/etc/audit/audit.rules").content_string.splitlines() if ln.strip() and not ln.startswith("#")]
     assert generated[-1] == "-e 2" and generated.count("-e 2") == 1
     assert "-w /etc/nginx -p wa -k cdsops_config" in generated
     # at every boot auditd's unit loads that generated file with augenrules --load (Debian 12's
@@ -149,7 +149,7 @@ def test_auditd_never_loses_records_silently(host):
 
 def test_sysctl_file_lists_only_real_kernel_keys(host):
     text = host.file("/etc/sysctl.d/60-cdsops.conf").content_string
-    keys = [l.split("=")[0].strip() for l in text.splitlines() if l and not l.startswith("#")]
+    keys = [ln.split("=")[0].strip() for ln in text.splitlines() if ln and not ln.startswith("#")]
     assert "kernel.kptr_restrict" in keys and "fs.protected_symlinks" in keys
     for key in keys:
         assert host.file("/proc/sys/" + key.replace(".", "/")).exists, key
@@ -165,9 +165,9 @@ def test_user_namespaces_are_off_for_everyone_but_nothing_else_is_touched(host):
 
 def test_dev_shm_noexec_in_fstab_and_tmp_keeps_exec(host):
     fstab = host.file("/etc/fstab").content_string
-    line = next(l for l in fstab.splitlines() if l.split()[1:2] == ["/dev/shm"])
+    line = next(ln for ln in fstab.splitlines() if ln.split()[1:2] == ["/dev/shm"])
     assert "noexec" in line and "nosuid" in line and "nodev" in line
-    assert not any(l.split()[1:2] == ["/tmp"] and "noexec" in l for l in fstab.splitlines() if l.strip())
+    assert not any(ln.split()[1:2] == ["/tmp"] and "noexec" in ln for ln in fstab.splitlines() if ln.strip())
 
 
 # --- sshd: key-only, admins only ---------------------------------------------------

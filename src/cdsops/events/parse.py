@@ -256,7 +256,8 @@ def _app_event(ident: str, rec: dict, host: str, key: str, fallback: datetime) -
         if rec.get("event") != "signin":
             return None
         outcome = str(rec.get("outcome", ""))
-        kind = "signin.allowed" if outcome in _GATE_ALLOWED else "signin.refused"
+        # a sign-out is the end of the student's session, not a refused sign-in
+        kind = "session.end" if outcome == "signout" else "signin.allowed" if outcome in _GATE_ALLOWED else "signin.refused"
         detail: dict[str, Any] = {"outcome": outcome}
         if rec.get("reason"):
             detail["reason"] = str(rec["reason"])[:500]
