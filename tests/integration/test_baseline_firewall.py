@@ -26,7 +26,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "roles" / "baseline" / "templates" / "nftables.conf.j2"
 GUARD_DROPIN = ROOT / "roles" / "rstudio_server" / "templates" / "cdsops-ide-guard.nft.j2"
-PORTS = (22, 53, 443, 5559, 8000, 8081, 8787, 9100)
+PORTS = (22, 53, 443, 5559, 8000, 8081, 8787, 9100, 19532)
 STUDENT, OTHER_USER = 200001, 1000  # a student uid (uid_base 200000 + 1) and a normal account
 
 pytestmark = [
@@ -207,6 +207,18 @@ def test_management_profile(lab, tmp_path):
     }))
     assert open_ports(reachable, "inet", "198.51.100.1") == set()
     assert open_ports(reachable, "adm", "192.0.2.1") == {22, 9100}
+
+
+def test_a_port_open_to_its_own_sources_only(lab, tmp_path):
+    # the management host's audit receiver: the compute hosts (here the "admin" side) reach
+    # 19532, the internet does not, and SSH stays as the admin networks say (none here)
+    reachable, load, _ = lab
+    load(render(tmp_path, "sources", {
+        "baseline_admin_networks": [],
+        "baseline_firewall_source_tcp_ports": [{"port": 19532, "sources": ["192.0.2.2/32", "2001:db8::10/128"]}],
+    }))
+    assert open_ports(reachable, "adm", "192.0.2.1") == {19532}
+    assert open_ports(reachable, "inet", "198.51.100.1") == set()
 
 
 def test_no_admin_networks_means_admin_ports_closed_to_all(lab, tmp_path):
