@@ -344,7 +344,17 @@ def test_r_runs_the_course_packages_and_points_at_the_snapshot(host):
     assert res.rc == 0, res.stderr
     total, repo = res.stdout.split()
     assert total == "6"
-    assert repo.startswith("https://packagemanager.posit.co/cran/")
+    assert repo == "file:///srv/cran-test"  # the scenario's stand-in for the dated snapshot
+
+
+def test_course_packages_from_the_cran_snapshot_are_installed_for_every_student(host):
+    """rstudio_server_cran_packages (bigrquery in production) come from the snapshot into
+    the site library: here a package from the scenario's local CRAN-like repository (CRAN is
+    not reachable from CI), loaded by a student's R."""
+    res = host.run("su -s /bin/sh s000001 -c \"Rscript -e 'cat(cdsopsdemo::hello())'\"")
+    assert res.rc == 0, res.stderr
+    assert res.stdout == "hello from the CRAN snapshot"
+    assert host.file("/usr/local/lib/R/site-library/cdsopsdemo/DESCRIPTION").exists
 
 
 def test_license_check_reports_zero_without_the_ide(host):
