@@ -307,3 +307,27 @@ def test_expiry_stops_the_server_and_ends_every_process(host):
     killed = host.run("cd /root && python3 -c 'import cdsops_kill, json; print(json.dumps(cdsops_kill.kill_uid_processes([200002])))'")
     assert killed.rc == 0, killed.stderr
     assert host.run("pgrep -u 200002").rc == 1
+
+
+def test_idle_servers_are_culled(host, s1_ready):
+    """The hub runs jupyterhub-idle-culler with the role's timeout (120 minutes by default).
+    Waiting that long is not a test, so the culler is run once more with the same service
+    token and a 2-second timeout: an idle student's server is stopped by it. Runs last: it
+    ends s000001's server."""
+    pid = host.check_output("pgrep -f -o jupyterhub_idle_culler")
+    assert "--timeout=7200" in host.check_output(f"tr '\\0' ' ' < /proc/{pid}/cmdline")
+    env = dict(line.split("=", 1) for line in host.check_output(f"tr '\\0' '\\n' < /proc/{pid}/environ").splitlines() if "=" in line)
+    unit = UNIT.format("s000001")
+    assert host.run(f"systemctl is-active {unit}").stdout.strip() == "active"
+    time.sleep(3)  # idle for longer than the culler's timeout below
+    host.run(
+        f"JUPYTERHUB_API_TOKEN={env['JUPYTERHUB_API_TOKEN']} nohup timeout 40 {PY} -m jupyterhub_idle_culler "
+        f"--url={env['JUPYTERHUB_API_URL']} --timeout=2 --cull-every=5 >/root/culler.log 2>&1 &"
+    )
+    for _ in range(80):
+        if host.run(f"systemctl is-active {unit}").stdout.strip() != "active":
+            break
+        time.sleep(0.5)
+    log = host.run("cat /root/culler.log").stdout
+    host.run("pkill -f 'timeout 40'")
+    assert host.run(f"systemctl is-active {unit}").stdout.strip() != "active", log
