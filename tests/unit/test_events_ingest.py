@@ -109,6 +109,24 @@ def test_journal_directory_source_resumes_after_its_cursor(roster, tmp_path):
     assert (s2.lines, s2.added) == (0, 0)
 
 
+def test_an_entry_the_receiver_wrote_twice_is_one_event(roster, tmp_path):
+    """journal-upload resends what a receiver wrote but did not acknowledge before it died: the
+    receiver's journal then holds two copies with two cursors. Both keep the sender's boot id,
+    monotonic time and message, which is the event's key: one event."""
+    if not Path("/lib/systemd/systemd-journal-remote").exists():
+        pytest.skip("systemd-journal-remote is not installed on this machine (scripts/apt/audit.txt)")
+    jdir = tmp_path / "remote"
+    jdir.mkdir()
+    boot = "0123456789abcdef0123456789abcdef"
+    cell = {**synth.code("s000001", "1+1", T), "_BOOT_ID": boot, "__MONOTONIC_TIMESTAMP": "123456789"}
+    other = {**synth.code("s000001", "2+2", T), "_BOOT_ID": boot, "__MONOTONIC_TIMESTAMP": "123456790"}
+    export = tmp_path / "a.export"
+    _export_format(export, [cell, other, cell])  # the resent copy
+    subprocess.run(["/lib/systemd/systemd-journal-remote", f"--output={jdir}/remote.journal", str(export)], check=True, capture_output=True)
+    s1 = ingest(open_events(roster), {"s000001": 1}, f"journal:{jdir}", Config(), now=NOW)
+    assert (s1.lines, s1.added) == (3, 2)
+
+
 def _export_format(path: Path, entries: list[dict]) -> None:
     """Journal export format (what systemd-journal-remote reads)."""
     with open(path, "w") as fh:

@@ -11,7 +11,8 @@ Sources (``--source``):
   receiver's ``/var/log/journal/remote``): read through ``journalctl -o json``, resuming
   after the cursor the last run stored (``--after-cursor``), so a run reads only new entries.
 
-Idempotent: an event's key is its journal cursor (auditd log lines: host, time and serial),
+Idempotent: an event's key is the journal entry's sender boot id, monotonic time and message
+hash (its cursor when it has no boot id; auditd log lines: host, time and serial),
 and a key already in the table is not added again. Malformed and truncated lines are counted
 and skipped. Usernames become student ids through the roster (auditd's uid through
 ``uid_base``); an event of nobody in the roster keeps its username with no id.

@@ -19,6 +19,7 @@ cut short (no closing brace) is truncated; both are counted and skipped, never f
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterable, Iterator
@@ -221,8 +222,20 @@ def _entry_time(entry: dict) -> datetime:
     return datetime.fromtimestamp(int(us) / 1e6, tz=UTC)
 
 
+def _entry_key(entry: dict) -> str:
+    """The event key of a journal entry: the same for every copy of the entry. The receiver
+    gives an entry that journal-upload sent twice (it resends what the receiver wrote but did not
+    acknowledge before it died) two cursors, but both copies keep the sender's boot id, monotonic
+    time and message. Without those fields (a local export) the cursor is the key."""
+    boot, mono = entry.get("_BOOT_ID"), entry.get("__MONOTONIC_TIMESTAMP")
+    if isinstance(boot, str) and isinstance(mono, str) and boot and mono:
+        digest = hashlib.sha256(json.dumps(entry.get("MESSAGE")).encode()).hexdigest()[:16]
+        return f"j:{entry.get('_HOSTNAME', '')}:{boot}:{mono}:{digest}"
+    return entry["__CURSOR"]
+
+
 def _journal_entry(entry: dict, asm: _Assembler, host: str, at: datetime) -> Iterator[Event]:
-    cursor = entry["__CURSOR"]
+    cursor = _entry_key(entry)
     if _is_audit(entry):
         text = _message(entry)
         rtype = str(entry.get("_AUDIT_TYPE_NAME") or text.split(" ", 1)[0])
