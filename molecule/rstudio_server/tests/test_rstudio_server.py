@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shlex
 import socket
 import ssl
 import subprocess
@@ -355,6 +356,46 @@ def test_course_packages_from_the_cran_snapshot_are_installed_for_every_student(
     assert res.rc == 0, res.stderr
     assert res.stdout == "hello from the CRAN snapshot"
     assert host.file("/usr/local/lib/R/site-library/cdsopsdemo/DESCRIPTION").exists
+
+
+# --- R console audit shipped to the journal -----------------------------------------------
+AUDIT_DIR = "/var/lib/rstudio-server/audit/r-console"
+
+
+def _code_lines(host, marker: str) -> list[dict]:
+    out = host.run_expect([0], "journalctl -o json -t cdsops-code --no-pager").stdout
+    entries = []
+    for line in out.splitlines():
+        e = json.loads(line)
+        msg = e["MESSAGE"] if isinstance(e["MESSAGE"], str) else bytes(e["MESSAGE"]).decode()
+        if marker in msg:
+            entries.append({**e, "MESSAGE": msg})
+    return entries
+
+
+def test_console_input_reaches_the_journal_once_as_a_code_line(host):
+    """Workbench is not installable here, so the audit file is written as Workbench documents it
+    (CSV: session_id, project, pid, username, timestamp in ms, type, data), then the shipper's
+    own service runs (twice: a re-run ships nothing new)."""
+    assert host.service("cdsops-rconsole-ship.timer").is_enabled
+    marker = uuid.uuid4().hex
+    csv = ("session_id,project,pid,username,timestamp,type,data\n"
+           'a1b2,,4242,s200901,1764720000123,prompt,"> "\n'
+           f'a1b2,,4242,s200901,1764720000124,input,"x <- c(1, 2) # {marker}\nsummary(x, digits = 3)"\n'
+           f'a1b2,,4242,s200901,1764720000125,output,"{marker} output"\n')
+    host.run_expect([0], f"install -d -m 0700 {AUDIT_DIR} && printf %s {shlex.quote(csv)} > {AUDIT_DIR}/s200901.csv")
+    for _ in range(2):
+        host.run_expect([0], "systemctl start cdsops-rconsole-ship.service")
+    for _ in range(20):
+        entries = _code_lines(host, marker)
+        if entries:
+            break
+        host.run("sleep 0.25")
+    assert len(entries) == 1, entries
+    assert json.loads(entries[0]["MESSAGE"]) == {
+        "event": "code", "ts": "2025-12-03T00:00:00.124Z", "username": "s200901", "kernel": "rstudio-console",
+        "code": f"x <- c(1, 2) # {marker}\nsummary(x, digits = 3)", "truncated": False}
+    assert entries[0]["_UID"] == "0" and "@" not in entries[0]["MESSAGE"]
 
 
 def test_license_check_reports_zero_without_the_ide(host):
