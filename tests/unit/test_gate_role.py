@@ -212,3 +212,37 @@ def test_support_command_runs_the_installed_gate_with_its_configuration():
     task = next(t for t in load("tasks/install.yml")
                 if t.get("ansible.builtin.template", {}).get("src") == "cdsops-gate.sh.j2")
     assert task["ansible.builtin.template"]["dest"] == "/usr/local/sbin/cdsops-gate"
+
+
+def test_the_shipped_code_holds_every_module_the_gate_imports():
+    """The role ships a list of the package's files, not the package: every cdsops module the
+    gate imports (and what those import in turn) must be on the list, or the gate cannot start
+    on the compute host."""
+    import ast
+
+    src = Path(__file__).resolve().parents[2] / "src" / "cdsops"
+    shipped = set(yaml.safe_load((Path(__file__).resolve().parents[2] / "roles/signin_gate/vars/main.yml").read_text())["__signin_gate_code_files"])
+    todo, seen = [p.relative_to(src).as_posix() for p in (src / "gate").glob("*.py")], set()
+    while todo:
+        rel = todo.pop()
+        if rel in seen:
+            continue
+        seen.add(rel)
+        package = Path(rel).parent
+        for node in ast.walk(ast.parse((src / rel).read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = package
+                for _ in range(node.level - 1):
+                    base = base.parent
+                names = [node.module] if node.module else [a.name for a in node.names]
+                for name in names:
+                    path = base.joinpath(*name.split("."))
+                    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+                        if (src / candidate).exists():
+                            todo.append(candidate.as_posix())
+            elif isinstance(node, ast.ImportFrom | ast.Import):
+                for name in [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]:
+                    if name and name.startswith("cdsops."):
+                        todo.append((Path(*name.split(".")[1:]).with_suffix(".py")).as_posix())
+    missing = sorted(r for r in seen if r not in shipped and (src / r).exists())
+    assert not missing, f"the gate imports {missing}, which roles/signin_gate/vars/main.yml does not ship"
