@@ -49,7 +49,8 @@ jobs=${CDSOPS_MOLECULE_JOBS:-2}
 # Longest first, so the lanes end together (durations measured on a 2-core machine; a scenario
 # not listed here runs after these). Scenarios run in $jobs lanes at once: each has its own
 # container names, ports and apt cache; its output is collected in a file and printed whole
-# when it ends, so logs do not interleave.
+# when it ends, so logs do not interleave. A scenario with a RUN-ALONE file runs with no other
+# beside it (the file says why).
 order=(jupyterhub management rstudio_server audit_trail monitoring baseline signin_gate backup)
 queue=()
 for s in "${order[@]}"; do
@@ -93,6 +94,17 @@ for s in "${queue[@]}"; do
   if [[ ! -f molecule/$s/molecule.yml ]]; then
     echo "molecule: no scenario named '$s' (no molecule/$s/molecule.yml)" >&2
     status=1; continue
+  fi
+  if [[ -f molecule/$s/RUN-ALONE ]]; then
+    # a scenario whose containers must not start beside others' (its reason is in the file)
+    while (( ${#running[@]} )); do
+      wait -n -p done_pid || true
+      report "${running[$done_pid]}"; unset "running[$done_pid]"
+    done
+    echo "molecule: [$(date +%T)] start $s (alone: $(head -1 "molecule/$s/RUN-ALONE"))"
+    run_scenario "$s"
+    report "$s"
+    continue
   fi
   while (( ${#running[@]} >= jobs )); do
     wait -n -p done_pid || true
