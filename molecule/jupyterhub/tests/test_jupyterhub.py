@@ -231,7 +231,8 @@ class H(BaseHTTPRequestHandler):
 HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 """
 ECHO_PORT = 18999
-# curl is not on the host: a request with the standard library (method, url, header, body)
+# curl is not on the host: a request with the standard library (method, url, header, body);
+# its file name must not shadow a standard module (hubclient.py runs from /root too)
 HTTP = r"""
 import sys, time, urllib.request
 method, url, header, body = sys.argv[1:5]
@@ -253,7 +254,7 @@ else:
 
 def _http(host, method: str, url: str, header: str = "", body: str = "") -> str:
     q = lambda v: "'" + v.replace("'", "'\\''") + "'"  # noqa: E731 -- a one-line shell quote
-    return host.check_output(f"python3 /root/http.py {q(method)} {q(url)} {q(header)} {q(body)}")
+    return host.check_output(f"python3 /root/cdsops_probe_http.py {q(method)} {q(url)} {q(header)} {q(body)}")
 
 
 def _proxy_api(host, method: str, path: str, body: str = "") -> None:
@@ -273,7 +274,7 @@ def test_the_hubs_secret_never_reaches_a_students_server(host, s1_ready):
     secret = host.check_output("cat /etc/cdsops-jupyterhub/proxy-secret").strip()
     assert secret
     host.run(f"cat > /root/echo.py <<'PYEOF'\n{ECHO}\nPYEOF")
-    host.run(f"cat > /root/http.py <<'PYEOF'\n{HTTP}\nPYEOF")
+    host.run(f"cat > /root/cdsops_probe_http.py <<'PYEOF'\n{HTTP}\nPYEOF")
     host.run(f"nohup python3 /root/echo.py {ECHO_PORT} >/dev/null 2>&1 &")
     _http(host, "GET", f"http://127.0.0.1:{ECHO_PORT}/")  # waits until it listens
     target = json.dumps({"target": f"http://127.0.0.1:{ECHO_PORT}"})
