@@ -90,6 +90,11 @@ report() {  # print a finished scenario's log and record its result
 
 t_all=$(date +%s)
 declare -A running=()
+reap_one() {  # wait for one running scenario to end and report it
+  local done_pid
+  wait -n -p done_pid || true
+  report "${running[$done_pid]}"; unset "running[$done_pid]"
+}
 for s in "${queue[@]}"; do
   if [[ ! -f molecule/$s/molecule.yml ]]; then
     echo "molecule: no scenario named '$s' (no molecule/$s/molecule.yml)" >&2
@@ -98,8 +103,7 @@ for s in "${queue[@]}"; do
   if [[ -f molecule/$s/RUN-ALONE ]]; then
     # a scenario whose containers must not start beside others' (its reason is in the file)
     while (( ${#running[@]} )); do
-      wait -n -p done_pid || true
-      report "${running[$done_pid]}"; unset "running[$done_pid]"
+      reap_one
     done
     echo "molecule: [$(date +%T)] start $s (alone: $(head -1 "molecule/$s/RUN-ALONE"))"
     run_scenario "$s"
@@ -107,16 +111,14 @@ for s in "${queue[@]}"; do
     continue
   fi
   while (( ${#running[@]} >= jobs )); do
-    wait -n -p done_pid || true
-    report "${running[$done_pid]}"; unset "running[$done_pid]"
+    reap_one
   done
   echo "molecule: [$(date +%T)] start $s"
   run_scenario "$s" &
   running[$!]=$s
 done
 while (( ${#running[@]} )); do
-  wait -n -p done_pid || true
-  report "${running[$done_pid]}"; unset "running[$done_pid]"
+  reap_one
 done
 echo "== molecule summary ($jobs at a time, $(( $(date +%s) - t_all )) s in all)"
 printf '  %s\n' "${summary[@]}"

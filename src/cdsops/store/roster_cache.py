@@ -28,10 +28,10 @@ import json
 import os
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
 from ..roster import Student
+from ..times import format_iso, parse_iso
 from .base import StoreError, student_from_row
 
 __all__ = ["GENERATION_KEY", "PENDING", "RosterCache", "cache_max_age"]
@@ -64,15 +64,15 @@ def _cache_dir() -> Path:
 
 
 def _encode(s: Student) -> list:
-    return [s.student_id, s.identity, s.username, s.host, [t.isoformat() for t in s.agreements],
-            s.expires_at.isoformat(), s.admission, s.admitted_at.isoformat()]
+    return [s.student_id, s.identity, s.username, s.host, [format_iso(t) for t in s.agreements],
+            format_iso(s.expires_at), s.admission, format_iso(s.admitted_at)]
 
 
 def _decode(row: list) -> Student:
     sid, identity, username, host, agreements, expires, admission, admitted = row
-    ag = [datetime.fromisoformat(t) for t in agreements]
+    ag = [parse_iso(t) for t in agreements]
     return student_from_row((int(sid), str(identity), str(username), str(host), ag, ag[0], ag[-1],
-                             datetime.fromisoformat(expires), int(admission), datetime.fromisoformat(admitted)))
+                             parse_iso(expires), int(admission), parse_iso(admitted)))
 
 
 class RosterCache:
