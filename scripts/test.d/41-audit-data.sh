@@ -25,7 +25,9 @@ if ! status=$(auditctl -s 2>&1); then
   say "SKIPPED: $msg"; exit 0
 fi
 
-uid_min=$(sed -n 's/^audit_trail_student_uid_min: *//p' roles/audit_trail/defaults/main.yml)
+# the role's default is "{{ baseline_student_uid_min | default(...) }}": the number lives in baseline
+uid_min=$(sed -n 's/^baseline_student_uid_min: *//p' roles/baseline/defaults/main.yml)
+[[ $uid_min =~ ^[0-9]+$ ]] || fail "baseline_student_uid_min in roles/baseline/defaults/main.yml is not a number: '$uid_min'"
 student_uid=$(( uid_min ))               # s000001
 outside_uid=$(( uid_min - 2 ))
 
@@ -56,7 +58,7 @@ trap restore EXIT
 
 ansible localhost -c local -o -m ansible.builtin.template \
   -a "src=roles/audit_trail/templates/60-cdsops-data.rules.j2 dest=$work/60-cdsops-data.rules mode=0600" \
-  -e @roles/audit_trail/defaults/main.yml -e "audit_trail_data_dir=$work/data" >"$work/render.log" 2>&1 \
+  -e @roles/baseline/defaults/main.yml -e @roles/audit_trail/defaults/main.yml -e "audit_trail_data_dir=$work/data" >"$work/render.log" 2>&1 \
   || { cat "$work/render.log" >&2; fail "could not render the rule"; }
 ! grep -q -- '-e 2' "$work/60-cdsops-data.rules" || fail "the data rule file must not make the configuration immutable"
 
