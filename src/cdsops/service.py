@@ -95,7 +95,7 @@ def roster_sync(
 def plan_from_store(store: RosterStore, config: Config, now: datetime) -> tuple[Plan, tuple[Student, ...]]:
     """The plan at ``now`` from the store's roster, its last apply and its email ledger (the guard
     not enforced), with the students it was computed from."""
-    snapshot = store.load()
+    snapshot = store.load_existing()
     plan = make_plan(snapshot.students, config, now, since=snapshot.since, sent=store.sent_notifications())
     return plan, snapshot.students
 
@@ -116,7 +116,7 @@ def compute_plan(
 
 def roster_students(store_uri: str) -> tuple[Student, ...]:
     """The roster, sorted by id."""
-    return open_store(store_uri).load().students
+    return open_store(store_uri).load_existing().students
 
 
 def find_student(students: Sequence[Student], who: str) -> Student | None:
@@ -134,7 +134,7 @@ def find_student(students: Sequence[Student], who: str) -> Student | None:
 def lookup(store_uri: str, who: str, now: datetime | None = None) -> dict:
     """Support's "why can't I get in?": the person's status, expiry and change history."""
     store = open_store(store_uri)
-    match = find_student(store.load().students, who)
+    match = find_student(store.load_existing().students, who)
     if match is None:
         return {"found": False, "reason": NOT_FOUND_REASON}
     return {

@@ -25,7 +25,7 @@ from cdsops.registrations import COLUMNS, Registration
 from cdsops.roster import sync as pure_sync
 from cdsops.sources import SourceError, read_bigquery_registrations
 from cdsops.store import open_store
-from cdsops.store.base import ChangeRecord, StoreError
+from cdsops.store.base import ChangeRecord, RosterStore, StoreError
 from cdsops.store.bigquery_store import CONFLICT_MESSAGE, BigQueryStore, revision_of
 from cdsops.testing import bigquery_client, free_port, running_emulator
 
@@ -202,28 +202,31 @@ def test_store_creates_tables_and_round_trips_the_roster(client, endpoint):
     ds = f"roster_{secrets.token_hex(4)}"  # the store creates the dataset too
     store = open_store(f"bigquery://{PROJECT}/{ds}")
     assert isinstance(store, BigQueryStore)
-    assert store.load().students == () and store.load_meta() == {}
+    assert isinstance(store, RosterStore)  # the one store interface
+    assert store.load().students == () and store.load_meta() == {} and not store.load().present
+    with pytest.raises(StoreError, match=f"roster store bigquery://{PROJECT}/{ds} does not exist"):
+        store.load_existing()  # a mistyped dataset never reads as an empty roster
     batch = regs([("a.b@gmail.com", 1), ("ab+x@googlemail.com", 0), ("c@example.org", 2), ("c@example.org", 3)])
-    out = store.sync(lambda snap: pure_sync(snap.students, batch, CFG), run_id="r1", now=T0 + timedelta(days=4), meta={"k": "v"})
+    out = store.sync_registrations(batch, CFG, run_id="r1", now=T0 + timedelta(days=4), meta={"k": "v"})
     assert out.counts == {"added": 2, "renewed": 0, "unchanged": 0}
     tables = {t.table_id for t in client.list_tables(f"{PROJECT}.{ds}")}
     assert {"students", "profiles", "meta", "changes"} <= tables
     assert not [t for t in tables if t.startswith("_cdsops_stage")]
     agreements = next(f for f in client.get_table(f"{PROJECT}.{ds}.students").schema if f.name == "agreements")
     assert (agreements.field_type, agreements.mode) == ("TIMESTAMP", "REPEATED")
-    snap = store.load()
+    snap = store.load_existing()
     assert snap.students == out.students
     assert snap.revision == revision_of(out.students) == 2 + 4
     assert [s.identity for s in snap.students] == ["ab@gmail.com", "c@example.org"]
     assert snap.meta["k"] == "v" and snap.meta["last_synced_at"] == "2026-01-05T00:00:00Z"
     # the same rows again change nothing (idempotent)
-    again = store.sync(lambda snap: pure_sync(snap.students, batch, CFG), run_id="r2", now=T0 + timedelta(days=5))
+    again = store.sync_registrations(batch, CFG, run_id="r2", now=T0 + timedelta(days=5))
     assert again.counts == {"added": 0, "renewed": 0, "unchanged": 2}
     assert store.load().students == snap.students
     assert [c["kind"] for c in store.changes()] == ["student.added", "student.added"]
     # a later agreement renews; profiles keep the newest contact details
     later = regs([("c@example.org", 100)])
-    out3 = store.sync(lambda snap: pure_sync(snap.students, later, CFG), run_id="r3", now=T0 + timedelta(days=101))
+    out3 = store.sync_registrations(later, CFG, run_id="r3", now=T0 + timedelta(days=101))
     assert out3.counts == {"added": 0, "renewed": 1, "unchanged": 0}
     assert [c["kind"] for c in store.changes(run_id="r3")] == ["student.renewed"]
     assert store.changes(student_id=1) and all(c["student_id"] == 1 for c in store.changes(student_id=1))
@@ -238,7 +241,7 @@ def test_store_large_batches_go_through_a_staging_table(client, endpoint):
     store.inline_limit = 2  # force the Parquet load-job path
     batch = regs([(f"user{i}@example.org", i % 7) for i in range(40)] + [("user1@example.org", 50)])
     expected = pure_sync((), batch, CFG)
-    out = store.sync(lambda snap: pure_sync(snap.students, batch, CFG), run_id="big", now=T0 + timedelta(days=60))
+    out = store.sync_registrations(batch, CFG, run_id="big", now=T0 + timedelta(days=60))
     assert out.counts == expected.counts and store.load().students == expected.students
     assert len(store.changes(run_id="big")) == 40
     assert len(store.profiles(range(1, 41))) == 40
@@ -271,7 +274,7 @@ def test_store_unreachable_fails_clearly(monkeypatch, emulator):
     monkeypatch.setenv("CDSOPS_BIGQUERY_TIMEOUT", "1")
     store = open_store(f"bigquery://{PROJECT}/nowhere")
     with pytest.raises(StoreError, match=r"cannot prepare roster store bigquery://test-project/nowhere: no answer within 1 s.*nothing was changed"):
-        store.sync(lambda snap: pure_sync(snap.students, regs([("a@example.org", 1)]), CFG), run_id="x", now=T0)
+        store.sync_registrations(regs([("a@example.org", 1)]), CFG, run_id="x", now=T0)
     with pytest.raises(StoreError, match="cannot read roster store"):
         store.load()
 
@@ -283,13 +286,14 @@ def test_store_gives_up_after_bounded_retries_and_changes_nothing(client, endpoi
     rival = BigQueryStore(PROJECT, ds)
     n = iter(range(100))
 
-    def compute(snap):
+    def rival_first(students, revision, now):
         # a rival sync lands between our read and our write, every time
-        rival.sync(lambda s: pure_sync(s.students, regs([(f"rival{next(n)}@example.org", 1)]), CFG), run_id="rival", now=T0)
-        return pure_sync(snap.students, regs([("mine@example.org", 2)]), CFG)
+        rival.sync_registrations(regs([(f"rival{next(n)}@example.org", 1)]), CFG, run_id="rival", now=T0)
+        return BigQueryStore._write_students(store, students, revision, now)
 
+    store._write_students = rival_first
     with pytest.raises(StoreError, match=CONFLICT_MESSAGE):
-        store.sync(compute, run_id="mine", now=T0, meta={"watermark:mine": "x"})
+        store.sync_registrations(regs([("mine@example.org", 2)]), CFG, run_id="mine", now=T0, meta={"watermark:mine": "x"})
     snap = store.load()
     assert [s.identity for s in snap.students] == ["rival0@example.org", "rival1@example.org", "rival2@example.org"]
     assert "watermark:mine" not in snap.meta and store.changes(run_id="mine") == []
@@ -334,7 +338,7 @@ def test_indexed_sync_equals_the_pure_sync_over_the_whole_roster(client, endpoin
     assert store.load().students == pure
 
 
-@pytest.mark.parametrize("path", ["sync", "sync_registrations", "sync_registrations_staged"])
+@pytest.mark.parametrize("path", ["sync_registrations", "sync_registrations_staged"])
 def test_race_two_syncs_that_read_the_same_roster(client, endpoint, path, monkeypatch):
     """Deterministic race: both syncs read the same revision before either writes."""
     ds = new_dataset(client, "race")
@@ -358,10 +362,8 @@ def test_race_two_syncs_that_read_the_same_roster(client, endpoint, path, monkey
     monkeypatch.setattr(BigQueryStore, "_write_students", write_after_both_read)
 
     def run(i):
-        if path.startswith("sync_registrations"):
-            stores[i].index_limit = 1 if path.endswith("staged") else 5000
-            return stores[i].sync_registrations(batches[i], CFG, run_id=f"t{i}", now=T0 + timedelta(days=10))
-        return stores[i].sync(lambda snap: pure_sync(snap.students, batches[i], CFG), run_id=f"t{i}", now=T0 + timedelta(days=10))
+        stores[i].index_limit = 1 if path.endswith("staged") else 5000
+        return stores[i].sync_registrations(batches[i], CFG, run_id=f"t{i}", now=T0 + timedelta(days=10))
 
     with ThreadPoolExecutor(2) as pool:
         outs = list(pool.map(run, [0, 1]))

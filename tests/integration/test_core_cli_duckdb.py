@@ -133,6 +133,38 @@ def test_failures_exit_nonzero_with_one_line_and_change_nothing(tmp_path, sample
     assert cdsops("roster", "show", "--roster", roster, "--json", check=True).stdout == before
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["plan", "--roster", "{missing}"],
+        ["plan", "--roster", "{missing}", "--json"],
+        ["roster", "show", "--roster", "{missing}"],
+        ["lookup", "alice.smith@gmail.com", "--roster", "{missing}"],
+        ["whois", "s000001", "--roster", "{missing}", "--json"],
+        ["report", "--roster", "{missing}", "--json"],
+        ["events", "ingest", "--roster", "{missing}", "--source", "{sample}"],
+    ],
+)
+def test_a_missing_roster_is_an_error_not_an_empty_roster(tmp_path, sample, args):
+    """A mistyped roster path must not read as a roster with nobody in it: an empty plan would
+    take every student out of the data group and the sign-in map. Every reader refuses it,
+    names the path, and creates no file (no store, no lock, no events store)."""
+    missing = tmp_path / "typo" / "roster.duckdb"
+    p = cdsops(*[a.format(missing=missing, sample=sample) for a in args])
+    assert p.returncode != 0
+    assert f"roster store {missing} does not exist" in p.stderr, p.stderr
+    assert "roster sync" in p.stderr
+    assert p.stdout.strip() in ("", '{"found": false}') and "0 accounts" not in p.stdout
+    assert not (tmp_path / "typo").exists()
+
+
+def test_an_empty_roster_is_not_a_missing_one(tmp_path):
+    """A roster synced from an empty source (--allow-empty) exists: it plans nothing, without an error."""
+    roster = str(tmp_path / "roster.duckdb")
+    cdsops("roster", "sync", "--source", write_csv(tmp_path / "e.csv", []), "--roster", roster, "--allow-empty", check=True)
+    assert json.loads(cdsops("plan", "--roster", roster, "--json", check=True).stdout)["summary"]["accounts"] == 0
+
+
 def test_usage_error_is_nonzero():
     p = cdsops("roster", "sync", "--roster", "x.duckdb")
     assert p.returncode != 0 and "--source" in p.stderr

@@ -11,6 +11,10 @@ from pathlib import Path
 
 import yaml
 
+from cdsops.config import Config
+from cdsops.service import roster_sync
+from cdsops.testing.registrations import write_registrations
+
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "management"
 BIN = Path(sys.executable).parent
@@ -49,6 +53,9 @@ def test_the_host_key_arguments_reach_every_compute_host(tmp_path):
     (tmp_path / "inv").mkdir()
     inv = render_inventory(tmp_path / "inv", {"management_reconcile_host_vars": {"compute": {"ansible_host": "127.0.0.1"}}})
     (tmp_path / "inv" / "cdsops.yml").write_text(yaml.safe_dump(inv))
+    # a roster with nobody in it (a missing one is an error: it must never read as empty)
+    write_registrations(tmp_path / "reg.csv", [])
+    roster_sync(str(tmp_path / "reg.csv"), str(tmp_path / "roster.duckdb"), Config(), allow_empty=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDSOPS_")}
     env.update(ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
                CDSOPS_ROSTER=str(tmp_path / "roster.duckdb"))

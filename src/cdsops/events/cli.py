@@ -59,7 +59,7 @@ def cmd_events_ingest(args: argparse.Namespace) -> int:
         cfg, section, roster = _settings(args)
         textfile = textfile or section.get("textfile_dir")
         days = args.retention_days or int(section.get("retention_days", DEFAULT_RETENTION_DAYS))
-        students = open_store(roster).load().students
+        students = open_store(roster).load_existing().students
         usernames = {s.username: s.student_id for s in students}
         identities = {s.identity: (s.student_id, s.username) for s in students} if args.source.startswith("bigquery-audit://") else None
         events = open_events(roster)
@@ -83,7 +83,7 @@ def cmd_whois(args: argparse.Namespace) -> int:
         _, _, roster = _settings(args)
         now = _time(args.now, "--now") or utcnow()
         store = open_store(roster)
-        student = find_student(store.load().students, args.who)
+        student = find_student(store.load_existing().students, args.who)
         if student is None:
             sys.stderr.write("cdsops: no student matches (not registered, or every registration row was rejected)\n")
             if args.json:

@@ -26,7 +26,7 @@ def run_report(roster: str, section: Mapping[str, Any], start: datetime | None, 
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"unknown time zone {zone!r}") from None
     store = open_store(roster)
-    students = store.load().students
+    students = store.load_existing().students
     profiles = store.profiles([s.student_id for s in students])
     places = {sid: (p.country, p.city) for sid, p in profiles.items()}
     inputs = ReportInputs(students, places, start, end, zone)

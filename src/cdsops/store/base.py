@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -48,6 +48,9 @@ class Snapshot:
     students: tuple[Student, ...]
     meta: Mapping[str, str] = field(default_factory=dict)
     revision: int = 0
+    # False when the store has no roster at all (no DuckDB file, no dataset or no students
+    # table), as opposed to a roster with no students in it
+    present: bool = True
 
     def meta_time(self, key: str) -> datetime | None:
         return parse_iso_or_none(self.meta.get(key))
@@ -85,8 +88,6 @@ class ChangeRecord:
 
 # (student_id, admission, kind) of a notification the email ledger marks as sent
 Notified = tuple[int, int, str]
-# Kept for the BigQuery store's sync(compute) until it drops it; nothing in cdsops calls that.
-SyncFn = Callable[[Snapshot], SyncOutcome]
 
 
 class RosterStore(abc.ABC):
@@ -96,7 +97,21 @@ class RosterStore(abc.ABC):
 
     @abc.abstractmethod
     def load(self) -> Snapshot:
-        """The whole roster and the meta values (an empty snapshot for a new store)."""
+        """The whole roster and the meta values (an empty snapshot, ``present`` False, for a
+        store that does not exist yet)."""
+
+    def load_existing(self) -> Snapshot:
+        """:meth:`load`, refusing a store that does not exist. Every reader but ``roster sync``
+        uses this: a mistyped path or dataset must never read as an empty roster, because an
+        empty plan would take every student out of the data group and the sign-in map."""
+        snapshot = self.load()
+        if not snapshot.present:
+            raise StoreError(
+                f"roster store {self.uri} does not exist (no roster has been synced there); nothing was "
+                f"read or changed. Check the path, or create it with `cdsops roster sync --source SOURCE "
+                f"--roster {self.uri}`"
+            )
+        return snapshot
 
     @abc.abstractmethod
     def load_meta(self) -> dict[str, str]:

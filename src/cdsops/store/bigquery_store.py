@@ -45,9 +45,9 @@ from ..times import as_utc, format_iso
 from .base import (
     STUDENT_COLUMNS,
     ChangeRecord,
+    RosterStore,
     Snapshot,
     StoreError,
-    SyncFn,
     change_from_row,
     student_from_row,
 )
@@ -115,7 +115,7 @@ def revision_of(students: Sequence[Student]) -> int:
     return len(students) + sum(len(s.agreements) for s in students)
 
 
-class BigQueryStore:
+class BigQueryStore(RosterStore):
     #: batches up to this many rows go inline as query parameters, larger ones are staged
     inline_limit = 500
     #: attempts of read-compute-write before giving up on a racing roster
@@ -196,7 +196,7 @@ class BigQueryStore:
         tables = self._existing_tables()
         meta = self._load_meta(tables)  # first: the generation read here is older than the students read
         if tables is None or "students" not in tables:
-            return Snapshot((), meta, 0)
+            return Snapshot((), meta, 0, present=False)
         generation = meta.get(GENERATION_KEY)
         cache = self._roster_cache()
         students = cache.get(generation)
@@ -286,19 +286,6 @@ class BigQueryStore:
         return [change_from_row(r) for r in rows]
 
     # -- writes ----------------------------------------------------------------------
-    def sync(self, compute: SyncFn, *, run_id: str, now: datetime, meta: Mapping[str, str] | None = None) -> SyncOutcome:
-        self._ensure()
-        for attempt in range(self.max_attempts):
-            snapshot = self.load()
-            outcome = compute(snapshot)
-            students = list(outcome.added) + list(outcome.changed_agreements)
-            if students and not self._write_students(students, snapshot.revision, now):
-                time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
-                continue
-            self._write_after(outcome, run_id, now, meta or {})
-            return outcome
-        raise StoreError(f"{CONFLICT_MESSAGE} (roster store {self.uri}, {self.max_attempts} attempts); try again")
-
     def sync_registrations(
         self,
         registrations: Sequence[Registration],
@@ -308,9 +295,10 @@ class BigQueryStore:
         now: datetime,
         meta: Mapping[str, str] | None = None,
     ) -> SyncOutcome:
-        """The same result as ``sync(lambda snap: roster.sync(snap.students, registrations, config))``,
+        """The same result as ``roster.sync(<the whole roster>, registrations, config)``,
         reading only the students the batch names (the usual small incremental batch)
-        instead of the whole roster. Same guarded MERGE and retries as :meth:`sync`.
+        instead of the whole roster; written with a MERGE guarded by the roster's revision,
+        retried with backoff when another writer moved it.
 
         Consistency: the revision (with the highest id and the host loads) is read first,
         the named students after it. If anything was written in between, the revision

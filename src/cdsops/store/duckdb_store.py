@@ -149,10 +149,12 @@ class DuckDBStore(RosterStore):
 
     # -- reads ---------------------------------------------------------------------
     def load(self) -> Snapshot:
+        if not self.path.exists():  # a read makes no file, lock or directory
+            return Snapshot((), present=False)
         with self._locked(exclusive=False):
             con = self._connect(read_only=True)
             if con is None:
-                return Snapshot(())
+                return Snapshot((), present=False)
             try:
                 return self._load(con)
             finally:
@@ -164,7 +166,7 @@ class DuckDBStore(RosterStore):
         try:
             tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
             if "students" not in tables:
-                return Snapshot(())
+                return Snapshot((), present=False)
             rows = con.execute(f"SELECT {', '.join(STUDENT_COLUMNS)} FROM students ORDER BY student_id").fetchall()
             meta = dict(con.execute("SELECT key, value FROM meta").fetchall()) if "meta" in tables else {}
         except duckdb.Error as exc:
@@ -250,7 +252,7 @@ class DuckDBStore(RosterStore):
         now: datetime,
         meta: Mapping[str, str] | None = None,
     ) -> SyncOutcome:
-        """The same result as ``sync(lambda snap: roster.sync(snap.students, registrations, config))``,
+        """The same result as ``roster.sync(<the whole roster>, registrations, config)``,
         but only the students the batch touches are loaded: an index read (identity, id and
         agreement times as integers) finds them, so a re-sync of a large unchanged export
         costs one query instead of rebuilding the whole roster in Python."""

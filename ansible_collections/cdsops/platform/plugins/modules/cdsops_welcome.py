@@ -130,6 +130,35 @@ class FileOutbox(object):
         os.replace(tmp, os.path.join(self.directory, name))
 
 
+def _due(module, notifications):
+    """The plan's notifications as (student_id, username, admission, kind) tuples."""
+    due = []
+    for i, n in enumerate(notifications):
+        try:
+            due.append((int(n["student_id"]), str(n["username"]), int(n["admission"]), str(n["kind"])))
+        except (KeyError, TypeError, ValueError):
+            module.fail_json(msg="notifications[%d] needs student_id, username, admission and kind" % i)
+    return due
+
+
+def _messages(due, students, profiles, key_type, message_type, given_name, iso):
+    """(messages, usernames without an address, {key: due tuple}): the address comes from the
+    profile, the template context holds the username, a plain given name and the expiry date."""
+    items, missing, by_key = [], [], {}
+    for sid, username, adm, kind in due:
+        prof = profiles.get(sid)
+        if prof is None or not prof.email:
+            missing.append(username)
+            continue
+        key = key_type(sid, str(adm), kind)
+        st = students.get(sid)
+        ctx = {"username": username, "first_name": given_name(prof.full_name),
+               "expires_on": iso(st.expires_at)[:10] if st else ""}
+        items.append(message_type(key, prof.email, ctx))
+        by_key[str(key)] = (sid, username, adm, kind)
+    return items, missing, by_key
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -151,12 +180,7 @@ def main():
         from cdsops.store import open_store
     except ImportError as exc:
         module.fail_json(msg="cdsops_welcome needs the cdsops package (run it on the management host with its venv python): %s" % exc)
-    due = []
-    for i, n in enumerate(p["notifications"]):
-        try:
-            due.append((int(n["student_id"]), str(n["username"]), int(n["admission"]), str(n["kind"])))
-        except (KeyError, TypeError, ValueError):
-            module.fail_json(msg="notifications[%d] needs student_id, username, admission and kind" % i)
+    due = _due(module, p["notifications"])
     if not due:
         module.exit_json(changed=False, changes=[], report={"sent": 0, "skipped": 0, "failed": 0, "uncertain": 0})
     if module.check_mode:
@@ -165,7 +189,7 @@ def main():
     try:
         cfg = load_config(p["config"])
         store = open_store(p["store"])
-        students = dict((s.student_id, s) for s in store.load().students)
+        students = dict((s.student_id, s) for s in store.load_existing().students)
         profiles = store.profiles([d[0] for d in due])
         provider = FileOutbox(p["outbox"]) if p["outbox"] else email_provider(cfg)
     except Exception as exc:
@@ -173,19 +197,7 @@ def main():
     context = dict(_DEFAULT_CONTEXT)
     context.update((cfg.extra.get("email_context") or {}))
     context.update(p["context"] or {})
-    items, missing = [], []
-    by_key = {}
-    for sid, username, adm, kind in due:
-        prof = profiles.get(sid)
-        if prof is None or not prof.email:
-            missing.append(username)
-            continue
-        key = NotificationKey(sid, str(adm), kind)
-        st = students.get(sid)
-        ctx = {"username": username, "first_name": given_name(prof.full_name),
-               "expires_on": iso(st.expires_at)[:10] if st else ""}
-        items.append(Notification(key, prof.email, ctx))
-        by_key[str(key)] = (sid, username, adm, kind)
+    items, missing, by_key = _messages(due, students, profiles, NotificationKey, Notification, given_name, iso)
     try:
         ledger = open_ledger(p["store"])
     except Exception as exc:
