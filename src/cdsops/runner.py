@@ -445,12 +445,16 @@ PASSED_ENV = ("CDSOPS_SIGNIN_KEY", "CDSOPS_EMAIL_OUTBOX", "CDSOPS_GOOGLE_EMULATO
 
 def run_environment(settings: RunSettings, run_id: str) -> dict[str, str]:
     """The playbook's environment: plugin paths, the run's store, config and time, host key
-    checking on (ansible-runner turns it off unless told), the run marker, this venv first on PATH."""
+    checking on (ansible-runner turns it off unless told), an unparsable inventory fatal, the
+    run marker, this venv first on PATH."""
     home = settings.home
     env = {
         "ANSIBLE_INVENTORY_ENABLED": "cdsops.platform.cdsops_roster,ansible.builtin.yaml,ansible.builtin.ini,ansible.builtin.host_list",
         "ANSIBLE_ROLES_PATH": str(home / "roles"),
         "ANSIBLE_HOST_KEY_CHECKING": "True",
+        # an inventory the plugin cannot parse fails the run; by default Ansible warns and plays
+        # against no hosts, a silent "successful" that would also mark the plan applied
+        "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "True",
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
         "ANSIBLE_NOCOLOR": "1",
         "CDSOPS_ROSTER": settings.store_uri,

@@ -195,3 +195,17 @@ def test_an_inventory_that_fixes_the_run_values_is_refused(world):
         reconcile(load_config(world["cfg"]), config_path=world["cfg"], store_uri=world["store"], state_dir=world["tmp"] / "state",
                   inventory=inv, textfile_dir=None)
     assert not (world["tmp"] / "state").exists()
+
+
+def test_an_inventory_that_cannot_be_parsed_fails_the_run(world):
+    """Ansible only warns about an inventory source it cannot parse and then plays against no
+    hosts, which would be a silent success (and would mark the plan applied). The run sets
+    any_unparsed_is_failed: a plugin failure (here a sign-in key file that is not there) is a
+    failed run."""
+    inv = world["tmp"] / "cdsops.yml"
+    inv.write_text(f"plugin: cdsops.platform.cdsops_roster\nsignin_key: {world['tmp'] / 'no-such.key'}\n")
+    s = reconcile(load_config(world["cfg"]), config_path=world["cfg"], store_uri=world["store"], now=T0 + timedelta(days=1),
+                  state_dir=world["tmp"] / "state", inventory=inv, textfile_dir=world["tmp"])
+    assert s.status == "failed" and s.exit_code == 1, s.to_json()
+    assert "last_applied_at" not in open_store(world["store"]).load_meta()
+    assert "cdsops_reconcile_last_status 1" in (world["tmp"] / "cdsops_reconcile.prom").read_text()
