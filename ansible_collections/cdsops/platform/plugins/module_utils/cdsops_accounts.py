@@ -98,25 +98,20 @@ def _state(shadow_fields):
     return "expired" if shadow_fields[7] == EXPIRED_FIELD else "active"
 
 
-def plan_changes(root, request, uid_min, uid_max, name_pattern, shell="/bin/bash", home_base="/home", files=None):
-    """Compute what must change. Returns (files, changes, dirty) where ``files`` maps kind ->
-    EtcFile (already modified in memory), ``changes`` is a list of change dicts and ``dirty``
-    the set of kinds to write. Raises :class:`AccountsError` for every refusal."""
-    files = files or dict((k, etc.read(root, k)) for k in ("passwd", "group", "shadow", "gshadow"))
-    pw, gr, sh, gs = files["passwd"], files["group"], files["shadow"], files["gshadow"]
-    pat = re.compile(name_pattern)
-    by_uid, by_gid = {}, {}
-    for f in pw.entries():
+def _ids_in_use(entries):
+    """{numeric id: the first name holding it} of passwd (uids) or group (gids) entries."""
+    out = {}
+    for f in entries:
         try:
-            by_uid.setdefault(int(f[2]), f[0])
+            out.setdefault(int(f[2]), f[0])
         except ValueError:
             pass
-    for f in gr.entries():
-        try:
-            by_gid.setdefault(int(f[2]), f[0])
-        except ValueError:
-            pass
-    # refusals first: nothing may be written when any account is wrong
+    return out
+
+
+def _refuse_conflicts(request, pw, gr, uid_min, uid_max, pat):
+    """Every refusal, before anything is changed: nothing may be written when any account is wrong."""
+    by_uid, by_gid = _ids_in_use(pw.entries()), _ids_in_use(gr.entries())
     for name, uid, _status in request:
         cur = pw.get(name)
         if cur is not None:
@@ -138,53 +133,67 @@ def plan_changes(root, request, uid_min, uid_max, name_pattern, shell="/bin/bash
             raise AccountsError("refusing to create %s: gid %d already belongs to group %s" % (name, uid, og))
         if cur is not None and not pat.match(cur[0]):
             raise AccountsError("refusing to touch %s: outside the managed username pattern" % name)
+
+
+def _wanted_shadow(name, cur_sh, status, today):
+    """The shadow entry of the request: no password login (a ``!`` prefix), expired or not."""
+    if cur_sh is None:
+        new_sh = [name, "!", today, "0", "99999", "7", "", "", ""]
+    else:
+        new_sh = list(cur_sh)
+        if not new_sh[1].startswith("!"):
+            new_sh[1] = "!" + new_sh[1]
+    new_sh[7] = EXPIRED_FIELD if status == "expired" else ""
+    return new_sh
+
+
+def _account_change(files, name, uid, status, shell, home_base, today, dirty):
+    """Bring one account's four entries to the request in memory; its change dict, or None."""
+    pw, gr, sh, gs = files["passwd"], files["group"], files["shadow"], files["gshadow"]
+    want_pw = [name, "x", str(uid), str(uid), "", os.path.join(home_base, name), shell]
+    cur_pw = pw.get(name)
+    before = _state(sh.get(name)) if cur_pw is not None else "absent"
+    if cur_pw is not None and cur_pw[5]:
+        want_pw[5] = cur_pw[5]  # never move an existing home
+    touched = []
+    for kind, changed in (
+        ("shadow", sh.set(_wanted_shadow(name, sh.get(name), status, today))),
+        ("gshadow", gs.get(name) is None and gs.set([name, "!", "", ""])),  # created, never rewritten
+        ("group", gr.get(name) is None and gr.set([name, "x", str(uid), ""])),  # members are cdsops_group's
+        ("passwd", pw.set(want_pw)),
+    ):
+        if changed:
+            dirty.add(kind)
+            touched.append(kind)
+    if not touched:
+        return None
+    if before == "absent":
+        kind = "account.created"
+    elif before != status:
+        kind = "account.locked" if status == "expired" else "account.unlocked"
+    else:
+        kind = "account.updated"
+    return {
+        "kind": kind,
+        "username": name,
+        "uid": uid,
+        "before": None if before == "absent" else {"state": before},
+        "after": {"state": status, "uid": uid, "files": touched} if kind != "account.created" else {"state": status, "uid": uid},
+    }
+
+
+def plan_changes(root, request, uid_min, uid_max, name_pattern, shell="/bin/bash", home_base="/home", files=None):
+    """Compute what must change. Returns (files, changes, dirty) where ``files`` maps kind ->
+    EtcFile (already modified in memory), ``changes`` is a list of change dicts and ``dirty``
+    the set of kinds to write. Raises :class:`AccountsError` for every refusal."""
+    files = files or dict((k, etc.read(root, k)) for k in ("passwd", "group", "shadow", "gshadow"))
+    _refuse_conflicts(request, files["passwd"], files["group"], uid_min, uid_max, re.compile(name_pattern))
     changes, dirty = [], set()
     today = _today()
     for name, uid, status in request:
-        home = os.path.join(home_base, name)
-        want_pw = [name, "x", str(uid), str(uid), "", home, shell]
-        cur_pw = pw.get(name)
-        cur_sh = sh.get(name)
-        before = _state(cur_sh) if cur_pw is not None else "absent"
-        if cur_pw is not None and cur_pw[5]:
-            want_pw[5] = cur_pw[5]  # never move an existing home
-        if cur_sh is None:
-            new_sh = [name, "!", today, "0", "99999", "7", "", "", ""]
-        else:
-            new_sh = list(cur_sh)
-            if not new_sh[1].startswith("!"):
-                new_sh[1] = "!" + new_sh[1]
-        new_sh[7] = EXPIRED_FIELD if status == "expired" else ""
-        touched = []
-        if sh.set(new_sh):
-            dirty.add("shadow")
-            touched.append("shadow")
-        if gs.get(name) is None:
-            gs.set([name, "!", "", ""])
-            dirty.add("gshadow")
-            touched.append("gshadow")
-        if gr.get(name) is None:
-            gr.set([name, "x", str(uid), ""])
-            dirty.add("group")
-            touched.append("group")
-        if pw.set(want_pw):
-            dirty.add("passwd")
-            touched.append("passwd")
-        if not touched:
-            continue
-        if before == "absent":
-            kind = "account.created"
-        elif before != status:
-            kind = "account.locked" if status == "expired" else "account.unlocked"
-        else:
-            kind = "account.updated"
-        changes.append({
-            "kind": kind,
-            "username": name,
-            "uid": uid,
-            "before": None if before == "absent" else {"state": before},
-            "after": {"state": status, "uid": uid, "files": touched} if kind != "account.created" else {"state": status, "uid": uid},
-        })
+        change = _account_change(files, name, uid, status, shell, home_base, today, dirty)
+        if change is not None:
+            changes.append(change)
     return files, changes, dirty
 
 
@@ -341,57 +350,64 @@ def apply(root, accounts, uid_min, uid_max, name_pattern, shell="/bin/bash", hom
         raise AccountsError("shell must be an absolute path, not %r" % shell)
     if not home_base.startswith("/"):
         raise AccountsError("home_base must be an absolute path, not %r" % home_base)
-
-    def _plan():
-        return plan_changes(root, request, uid_min, uid_max, name_pattern, shell, home_base)
-
     if check_mode:
-        _files, changes, dirty = _plan()
+        _files, changes, _dirty = plan_changes(root, request, uid_min, uid_max, name_pattern, shell, home_base)
     else:
         with etc.lock(root, timeout=lock_timeout):
-            files, changes, dirty = _plan()
+            files, changes, dirty = plan_changes(root, request, uid_min, uid_max, name_pattern, shell, home_base)
             for kind in WRITE_ORDER:
                 if kind in dirty:
                     etc.write(root, files[kind])
     # homes after the files (a rerun completes what an interrupted run left)
-    skel = [os.path.join(root, s.lstrip("/")) if root != "/" else s for s in (skeleton, materials) if s]
-    if materials:
-        skel_dirs = skel[:-1]
-        mat_dir = skel[-1]
-    else:
-        skel_dirs, mat_dir = skel, None
-    home_changes = []
-    created_names = set(c["username"] for c in changes if c["kind"] == "account.created")
+    created = set(c["username"] for c in changes if c["kind"] == "account.created")
+    home_changes = _fix_homes(root, request, home_base, (skeleton, materials), created, check_mode)
+    session_changes = []
+    if terminate_expired:
+        proc = proc if proc is not None else os.path.join(root, "proc")  # none in a test tree
+        session_changes = _end_expired_sessions(root, request, proc, terminate_grace, check_mode)
+    return _result(request, changes + home_changes + session_changes, session_changes)
+
+
+def _fix_homes(root, request, home_base, sources, created, check_mode):
+    """Make missing homes (skeleton, then course materials) and fix wrong ones; the changes,
+    except for the homes of accounts created in this run (their creation says it)."""
+    skeleton, materials = [os.path.join(root, s.lstrip("/")) if root != "/" and s else s for s in sources]
+    skel_dirs = [skeleton] if skeleton else []
+    changes = []
     for name, uid, path, problem in homes_to_fix(root, request, home_base):
-        if name not in created_names:
-            home_changes.append({"kind": "home.created" if problem == "missing" else "home.fixed", "username": name,
-                                 "uid": uid, "before": None if problem == "missing" else {"problem": problem},
-                                 "after": {"mode": "0700"}})
+        if name not in created:
+            changes.append({"kind": "home.created" if problem == "missing" else "home.fixed", "username": name,
+                            "uid": uid, "before": None if problem == "missing" else {"problem": problem},
+                            "after": {"mode": "0700"}})
         if check_mode:
             continue
         if problem == "missing":
-            make_home(path, uid, skel_dirs, mat_dir)
+            make_home(path, uid, skel_dirs, materials or None)
         else:
             os.chown(path, uid, uid, follow_symlinks=False)
             os.chmod(path, 0o700)
-    session_changes = []
-    if proc is None:
-        proc = os.path.join(root, "proc")  # the managed system's processes (none in a test tree)
-    if terminate_expired:
-        expired = dict((uid, name) for name, uid, status in request if status == "expired")
-        if check_mode:
-            running = {}
-            for _pid, uid in processes_of(expired, proc).items():
-                running[uid] = running.get(uid, 0) + 1
-        else:
-            running = terminate(expired, grace=terminate_grace, proc=proc)
-            if root == "/" and expired:  # the managed system itself: what a /proc scan cannot catch
-                for uid, count in cdsops_kill.kill_uid_processes(expired).items():
-                    running.setdefault(uid, count)
-        for uid in sorted(running):
-            session_changes.append({"kind": "session.terminated", "username": expired[uid], "uid": uid,
-                                    "before": {"processes": running[uid]}, "after": {"processes": 0}})
-    changes = changes + home_changes + session_changes
+    return changes
+
+
+def _end_expired_sessions(root, request, proc, grace, check_mode):
+    """End every process of the expired accounts (check mode: count them); one
+    ``session.terminated`` change per account that had any."""
+    expired = dict((uid, name) for name, uid, status in request if status == "expired")
+    if check_mode:
+        running = {}
+        for _pid, uid in processes_of(expired, proc).items():
+            running[uid] = running.get(uid, 0) + 1
+    else:
+        running = terminate(expired, grace=grace, proc=proc)
+        if root == "/" and expired:  # the managed system itself: what a /proc scan cannot catch
+            for uid, count in cdsops_kill.kill_uid_processes(expired).items():
+                running.setdefault(uid, count)
+    return [{"kind": "session.terminated", "username": expired[uid], "uid": uid,
+             "before": {"processes": running[uid]}, "after": {"processes": 0}} for uid in sorted(running)]
+
+
+def _result(request, changes, session_changes):
+    """The module's answer: changes, counts per kind and state, and the diff."""
     counts = {}
     for c in changes:
         counts[c["kind"]] = counts.get(c["kind"], 0) + 1

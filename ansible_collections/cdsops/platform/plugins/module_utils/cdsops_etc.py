@@ -333,10 +333,6 @@ class EtcFile(object):
         self._index = None
         return len(self._lines) != before
 
-    def bulk_set(self, entries):
-        """Set many entries at once (linear time); returns the number changed."""
-        return sum(1 for e in entries if self.set(e))
-
 
 def read(root, kind, missing_ok=True):
     path = etc_path(root, kind)

@@ -166,6 +166,37 @@ def _mode(module, value):
     return mode
 
 
+def _ownership(owner, group, path):
+    """(uid, gid, problems): the owner's and group's ids, -1 and a problem for each missing one
+    or for a missing directory."""
+    problems = []
+    uid = gid = -1
+    try:
+        uid = pwd.getpwnam(owner).pw_uid
+    except KeyError:
+        problems.append("owner %s does not exist on this host" % owner)
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        problems.append("group %s does not exist on this host (apply the signin_gate role first)" % group)
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        problems.append("directory of %s does not exist (apply the signin_gate role first)" % path)
+    return uid, gid, problems
+
+
+def _attr_changes(path, uid, gid, mode, owner, group):
+    """What differs in the existing file's owner, group and mode, one line each."""
+    st = os.stat(path)
+    out = []
+    if st.st_uid != uid:
+        out.append("owner: %s -> %s" % (st.st_uid, owner))
+    if st.st_gid != gid:
+        out.append("group: %s -> %s" % (st.st_gid, group))
+    if st.st_mode & 0o7777 != mode:
+        out.append("mode: %04o -> %04o" % (st.st_mode & 0o7777, mode))
+    return out
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -187,18 +218,7 @@ def main():
         module.exit_json(changed=False, path=path, **compare(None, None))
     # In check mode on a fresh host the signin_gate role has only reported what it would
     # create: a missing owner, group or directory is then a warning, not a failure.
-    problems = []
-    uid = gid = -1
-    try:
-        uid = pwd.getpwnam(p["owner"]).pw_uid
-    except KeyError:
-        problems.append("owner %s does not exist on this host" % p["owner"])
-    try:
-        gid = grp.getgrnam(p["group"]).gr_gid
-    except KeyError:
-        problems.append("group %s does not exist on this host (apply the signin_gate role first)" % p["group"])
-    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-        problems.append("directory of %s does not exist (apply the signin_gate role first)" % path)
+    uid, gid, problems = _ownership(p["owner"], p["group"], path)
     if problems and not module.check_mode:
         module.fail_json(msg="; ".join(problems))
     for problem in problems:
@@ -214,16 +234,7 @@ def main():
     data = render(document)
     summary = compare(current_doc, document)
     content_changed = current != data
-
-    attr_changes = []
-    if current is not None and not problems:
-        st = os.stat(path)
-        if st.st_uid != uid:
-            attr_changes.append("owner: %s -> %s" % (st.st_uid, p["owner"]))
-        if st.st_gid != gid:
-            attr_changes.append("group: %s -> %s" % (st.st_gid, p["group"]))
-        if st.st_mode & 0o7777 != mode:
-            attr_changes.append("mode: %04o -> %04o" % (st.st_mode & 0o7777, mode))
+    attr_changes = _attr_changes(path, uid, gid, mode, p["owner"], p["group"]) if current is not None and not problems else []
     changed = content_changed or bool(attr_changes)
 
     before, after = diff_text(summary)
