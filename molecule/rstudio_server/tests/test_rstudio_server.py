@@ -348,6 +348,34 @@ def test_r_runs_the_course_packages_and_points_at_the_snapshot(host):
     assert repo == "file:///srv/cran-test"  # the scenario's stand-in for the dated snapshot
 
 
+RMD = """---
+title: "Assignment 1"
+output: html_document
+---
+
+```{r}
+d <- read.csv("/srv/cdsdata/hosp/patients.csv")
+cat("patients:", nrow(d), "\\n")
+```
+"""
+
+
+def test_a_student_renders_an_r_markdown_assignment(host):
+    """rmarkdown + knitr (and Debian's pandoc) are in the course package set: a student knits
+    an R Markdown document whose chunk reads the course data into an HTML page."""
+    home = "/home/s000001"
+    host.run_expect([0], f"cat > {home}/a1.Rmd <<'EOF'\n{RMD}EOF\nchown s000001: {home}/a1.Rmd")
+    res = host.run(
+        f"su -s /bin/sh s000001 -c \"cd {home} && Rscript -e 'rmarkdown::render(\\\"a1.Rmd\\\", quiet = TRUE)'\""
+    )
+    assert res.rc == 0, res.stderr
+    rows = int(host.run("su -s /bin/sh s000001 -c 'tail -n +2 /srv/cdsdata/hosp/patients.csv | wc -l'").stdout)
+    page = host.file(f"{home}/a1.html")
+    assert page.exists and page.user == "s000001"
+    assert "Assignment 1" in page.content_string
+    assert f"patients: {rows}" in page.content_string
+
+
 def test_course_packages_from_the_cran_snapshot_are_installed_for_every_student(host):
     """rstudio_server_cran_packages (bigrquery in production) come from the snapshot into
     the site library: here a package from the scenario's local CRAN-like repository (CRAN is
