@@ -30,7 +30,10 @@ echo "-- compute host: podman container $NAME ($IMAGE, systemd as PID 1, limits 
 if [[ $(podman container inspect -f '{{index .Config.Labels "cdsops.demo"}}' "$NAME" 2>/dev/null || true) != "$LAYOUT" ]]; then
   podman rm -f "$NAME" >/dev/null 2>&1 || true
 fi
-if [[ $(podman container inspect -f '{{.State.Running}}' "$NAME" 2>/dev/null || true) != true ]]; then
+# "running" in podman's records is not enough: after the machine was suspended or restored, a
+# container can be recorded as running with its processes gone (exec then fails); recreate it
+if [[ $(podman container inspect -f '{{.State.Running}}' "$NAME" 2>/dev/null || true) != true ]] \
+   || ! podman exec "$NAME" true >/dev/null 2>&1; then
   podman rm -f "$NAME" >/dev/null 2>&1 || true
   cache=/var/cache/cdsops
   mkdir -p "$cache/apt-archives/$NAME/partial" "$cache/pip" /usr/local/share/ca-certificates
