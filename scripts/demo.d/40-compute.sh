@@ -57,7 +57,8 @@ done
 [[ $state == running || $state == degraded ]] || die "systemd in $NAME did not boot (state: ${state:-none})"
 
 # The machine's local CAs (e.g. a TLS-intercepting egress proxy's), for pip and npm inside.
-podman exec "$NAME" sh -c 'cp /usr/local/share/ca-certificates-host/*.crt /usr/local/share/ca-certificates/ 2>/dev/null; update-ca-certificates >/dev/null' \
+# (update-ca-certificates' rehash always warns about the bundle file; its output is shown on failure)
+podman exec "$NAME" sh -c 'cp /usr/local/share/ca-certificates-host/*.crt /usr/local/share/ca-certificates/ 2>/dev/null; out=$(update-ca-certificates 2>&1) || { echo "$out" >&2; exit 1; }' \
   || die "could not install the CA certificates in $NAME"
 if ! podman exec "$NAME" sh -c 'ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1'; then
   podman exec "$NAME" apt-get update -qq || die "apt-get update failed in $NAME"
