@@ -261,7 +261,7 @@ def _journal_entry(entry: dict, asm: _Assembler, host: str, at: datetime) -> Ite
 
 
 def _app_event(ident: str, rec: dict, host: str, key: str, fallback: datetime) -> Event | None:
-    at = _record_time(rec.get("ts")) or fallback
+    at = parse_iso_lenient(rec.get("ts")) or fallback
     username = rec.get("username")
     if username is not None and (not isinstance(username, str) or not USERNAME_RE.match(username)):
         raise ValueError("username is not a cdsops username")  # an email is never stored
@@ -287,10 +287,6 @@ def _app_event(ident: str, rec: dict, host: str, key: str, fallback: datetime) -
     if kind not in ("session.start", "session.end") or not username:
         raise ValueError("not a session record")
     return Event(key, at, host, kind, username, None, {"profile": str(rec.get("profile", ""))})
-
-
-def _record_time(value: Any) -> datetime | None:
-    return parse_iso_lenient(value)
 
 
 def _auditd_line(line: str, counts: ParseCounts, asm: _Assembler, default_host: str) -> Iterator[Event]:

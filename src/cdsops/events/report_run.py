@@ -10,7 +10,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..store import open_store
-from ..times import utcnow
+from ..times import parse_iso, utcnow
 from .html import render_html
 from .observe import home_sizes, home_summary, prometheus_summary
 from .report import ReportInputs, compute_report
@@ -34,11 +34,7 @@ def run_report(roster: str, section: Mapping[str, Any], start: datetime | None, 
     prom = args.prometheus or section.get("prometheus_url")
     sizes, source = home_sizes(prom, args.home_sizes or section.get("home_sizes"))
     report["home_size_mb"] = home_summary(sizes, {s.username for s in students}, source)
-    now = utcnow()
-    if args.now:
-        from ..times import parse_iso as parse_iso_time
-
-        now = parse_iso_time(args.now)
+    now = parse_iso(args.now) if args.now else utcnow()
     report["prometheus"] = prometheus_summary(prom, start, end, now)
     if args.out:
         tmp = f"{args.out}.{os.getpid()}.tmp"

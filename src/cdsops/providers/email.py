@@ -22,7 +22,6 @@ import smtplib
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -290,10 +289,6 @@ CREATE TABLE IF NOT EXISTS notifications (
 """
 
 
-def _now() -> datetime:
-    return naive_utcnow()
-
-
 class DuckDBLedger:
     """The notification ledger in the ``notifications`` table of a DuckDB file."""
 
@@ -331,7 +326,7 @@ class DuckDBLedger:
     def claim(self, key: NotificationKey) -> bool:
         import duckdb
 
-        now = _now()
+        now = naive_utcnow()
         with self._lock:
             self.con.execute("BEGIN TRANSACTION")
             try:
@@ -364,7 +359,7 @@ class DuckDBLedger:
         with self._lock:
             self.con.execute(
                 "UPDATE notifications SET status = ?, updated_at = ?, error = ? WHERE student_id = ? AND admission = ? AND kind = ?",
-                [status, _now(), error, *self._k(key)],
+                [status, naive_utcnow(), error, *self._k(key)],
             )
 
     def mark_sent(self, key: NotificationKey) -> None:
