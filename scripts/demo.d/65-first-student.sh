@@ -39,16 +39,10 @@ if not value:
 print(value)
 PY
 )  || die "the sign-in through the provider and the gate failed"
-# hubclient.py takes the gate's cookie as NAME=VALUE; an older copy took the bare value under
-# the name cdsops_session (the gate's cookie is __Host-cdsops_session): give it the right name.
-if grep -q 'NAME=VALUE' molecule/jupyterhub/tests/hubclient.py; then
-  arg="__Host-cdsops_session=$cookie"
-  podman exec -i "$NAME" sh -c 'cat >/root/hubclient.py' <molecule/jupyterhub/tests/hubclient.py
-else
-  arg=$cookie
-  sed 's/"cdsops_session", gate_cookie/"__Host-cdsops_session", gate_cookie/' molecule/jupyterhub/tests/hubclient.py \
-    | podman exec -i "$NAME" sh -c 'cat >/root/hubclient.py'
-fi || die "could not copy the test client into $NAME"
+# hubclient.py takes the gate's session cookie as NAME=VALUE
+arg="__Host-cdsops_session=$cookie"
+podman exec -i "$NAME" sh -c 'cat >/root/hubclient.py' <molecule/jupyterhub/tests/hubclient.py \
+  || die "could not copy the test client into $NAME"
 out=$(podman exec "$NAME" /opt/cdsops-jupyterhub/bin/python /root/hubclient.py "$arg" "$user" run "$CELL" 2>&1 | tail -1) \
   || die "the R cell did not run: $out"
 python - "$out" <<'PY' || die "the R cell gave no result: $out"
